@@ -1,0 +1,102 @@
+# Makefile -- build, run and test the WebSocket echo server.
+#
+#   make run     build and start the server on ws://localhost:5175
+#   make test    build and run every test
+#   make help    list every target
+#
+# CC, CFLAGS, LDFLAGS, PREFIX and DESTDIR can be set on the command line,
+# e.g. "make CC=clang" or "make CFLAGS='-O0 -g'".
+
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+LDFLAGS ?=
+PYTHON  ?= $(firstword $(wildcard /usr/bin/python3) python3)
+
+# Always on: the language level and the warnings we keep the code clean of.
+WARNINGS   = -Wall -Wextra -Wpedantic
+ALL_CFLAGS = -std=c11 $(WARNINGS) -pthread $(CFLAGS)
+
+# Library flags come from pkg-config. "=" (not ":=") defers the call until a
+# recipe runs, which is after the "deps" target has installed the libraries.
+CRYPTO_CFLAGS = $(shell pkg-config --cflags libcrypto)
+CRYPTO_LIBS   = $(shell pkg-config --libs libcrypto)
+CHECK_CFLAGS  = $(shell pkg-config --cflags check)
+CHECK_LIBS    = $(shell pkg-config --libs check)
+
+# What a fresh Debian or Ubuntu machine needs besides a C compiler.
+DEBIAN_PACKAGES = pkg-config libssl-dev check python3-websockets
+
+SERVER_OBJECTS = server.o ws.o notifier.o
+TEST_PROGRAMS  = tests/unit_tests tests/integration_tests tests/conformance_tests
+
+.PHONY: all run test unit integration conformance interop deps lint format format-check clean help
+
+all: server ## build the server
+
+run: server ## build and start the server on ws://localhost:5175
+	./server
+
+test: unit integration conformance interop ## build and run every test
+
+unit: tests/unit_tests ## unit tests of ws.c (accept key, parsing, frames, UTF-8, close codes)
+	tests/unit_tests
+
+integration: server tests/integration_tests ## the real server over loopback
+	tests/integration_tests
+
+conformance: server tests/conformance_tests ## Autobahn-style protocol cases, sections 1-7, 9, 10
+	tests/conformance_tests
+
+interop: server ## a client nobody here wrote: Python's websockets
+	$(PYTHON) tests/interop_websockets.py ./server
+
+server: $(SERVER_OBJECTS)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $(SERVER_OBJECTS) $(CRYPTO_LIBS)
+
+%.o: %.c ws.h notifier.h | deps
+	$(CC) $(ALL_CFLAGS) $(CRYPTO_CFLAGS) -c -o $@ $<
+
+tests/unit_tests: tests/test_ws.c ws.o ws.h | deps
+	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) $(LDFLAGS) -o $@ tests/test_ws.c ws.o \
+		$(CHECK_LIBS) $(CRYPTO_LIBS)
+
+tests/%_tests: tests/test_%.c tests/client.c tests/client.h tests/harness.h ws.o ws.h | deps
+	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) $(LDFLAGS) -o $@ $< tests/client.c ws.o \
+		$(CHECK_LIBS) $(CRYPTO_LIBS)
+
+# Installs the libraries when pkg-config cannot find them. The command is
+# printed before it runs; on a system without apt-get it is only printed.
+deps: ## install the build and test dependencies if they are missing
+	@if pkg-config --exists libcrypto check 2>/dev/null && \
+	    $(PYTHON) -c 'import websockets' 2>/dev/null; then exit 0; fi; \
+	sudo=; [ "$$(id -u)" = 0 ] || sudo="sudo "; \
+	cmd="$${sudo}apt-get update && $${sudo}apt-get install -y $(DEBIAN_PACKAGES)"; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+	    echo "Missing libraries. On Debian or Ubuntu: $$cmd"; \
+	    echo "Elsewhere install OpenSSL's libcrypto, Check, pkg-config and Python websockets."; \
+	    exit 1; \
+	fi; \
+	echo "Installing what the build needs: $$cmd"; \
+	sh -c "$$cmd"
+
+SOURCES = server.c ws.c ws.h notifier.c notifier.h tests/*.c tests/*.h
+
+lint: ## cppcheck and clang-tidy over the sources
+	cppcheck --quiet --error-exitcode=1 --enable=warning,style,performance,portability \
+		--inline-suppr --suppress=missingIncludeSystem --std=c11 -I. \
+		server.c ws.c notifier.c tests/*.c
+	clang-tidy --quiet server.c ws.c notifier.c tests/*.c -- \
+		-std=c11 -I. $(CRYPTO_CFLAGS) $(CHECK_CFLAGS)
+
+format: ## apply .clang-format to every source
+	clang-format -i $(SOURCES)
+
+format-check: ## fail if a source is not formatted
+	clang-format --dry-run --Werror $(SOURCES)
+
+clean: ## remove everything the build made
+	rm -f server *.o $(TEST_PROGRAMS)
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | \
+		awk -F':.*## ' '{ printf "  make %-13s %s\n", $$1, $$2 }'

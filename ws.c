@@ -1,0 +1,958 @@
+/* ws.c -- the WebSocket protocol (RFC 6455): handshake, frames, messages.
+ *
+ * Read it from the top: each section builds on the ones above it.
+ *
+ *   1. Sending and receiving bytes     (partial writes, EINTR, SIGPIPE)
+ *   2. The HTTP request                (reading it, bounded; parsing it)
+ *   3. The opening handshake           (RFC 6455 §4.2)
+ *   4. Frames                          (RFC 6455 §5.2, §5.3)
+ *   5. UTF-8                           (RFC 6455 §8.1)
+ *   6. Close codes                     (RFC 6455 §7.4)
+ *   7. A connection: receive, send, close
+ *
+ * Nothing in this file knows what the application does with a message:
+ * that is notifier.c's business.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include "ws.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/uio.h>
+#include <time.h>
+
+#include <openssl/evp.h>
+
+/* How long ws_close() waits for the peer's close frame, in seconds. */
+#define WS_CLOSE_TIMEOUT_SECONDS 5
+
+/* How long we keep reading (and discarding) after our last byte was sent,
+ * so that the peer has time to read it; see end_tcp_connection(). */
+#define WS_LINGER_MILLISECONDS 2000
+
+/* Bytes received but not yet used. One recv() fills it as far as it can, so a
+ * small frame (header and payload together) costs one system call. It must
+ * hold the bytes a client sent after its request, which are fewer than
+ * WS_MAX_REQUEST_SIZE. */
+#define WS_INBOX_SIZE WS_MAX_REQUEST_SIZE
+
+/* RFC 6455 §1.3: the GUID every server appends to the client's key. */
+static const char WS_GUID[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+struct ws {
+    int fd;
+
+    /* Received bytes not yet used are inbox[in_start] .. inbox[in_end - 1]. */
+    uint8_t inbox[WS_INBOX_SIZE];
+    size_t in_start;
+    size_t in_end;
+
+    /* The data frame whose payload ws_receive() is handing out. */
+    bool in_frame;
+    struct ws_frame_header frame;
+    uint64_t frame_bytes_read;
+
+    /* The message that frame belongs to (RFC 6455 §5.4: one message may be
+     * spread over several frames). */
+    bool in_message;
+    enum ws_message_type message_type;
+    struct ws_utf8 utf8;
+
+    /* The message ws_send() is in the middle of, if any. */
+    bool sending_message;
+
+    /* The closing handshake (RFC 6455 §7). */
+    bool close_sent;
+    bool close_received;
+    bool failed;
+    enum ws_close_status peer_close_status;
+    char peer_close_description[WS_MAX_CLOSE_REASON + 1];
+};
+
+/* ==== 1. Sending and receiving bytes ==================================== */
+
+/* Sends every byte of the iovcnt buffers in iov, however many send calls that
+ * takes: the kernel may accept only part of what we hand it. MSG_NOSIGNAL
+ * makes a write to a closed connection fail with EPIPE instead of raising
+ * SIGPIPE, whose default action would end the whole server. iov is used up. */
+static int send_all(int fd, struct iovec *iov, int iovcnt)
+{
+    while (iovcnt > 0) {
+        struct msghdr message = {.msg_iov = iov, .msg_iovlen = (size_t)iovcnt};
+        ssize_t sent = sendmsg(fd, &message, MSG_NOSIGNAL);
+        if (sent < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        /* Skip the buffers that went out whole, then trim the one that did not. */
+        size_t left = (size_t)sent;
+        while (iovcnt > 0 && left >= iov->iov_len) {
+            left -= iov->iov_len;
+            iov++;
+            iovcnt--;
+        }
+        if (iovcnt > 0) {
+            iov->iov_base = (char *)iov->iov_base + left;
+            iov->iov_len -= left;
+        }
+    }
+    return 0;
+}
+
+static int send_bytes(int fd, const void *bytes, size_t length)
+{
+    struct iovec iov = {.iov_base = (void *)bytes, .iov_len = length};
+    return send_all(fd, &iov, 1);
+}
+
+/* Receives at most length bytes. Returns the count, or -1: on an error, or
+ * when the peer closed the connection (errno is then ECONNRESET). */
+static ssize_t receive_some(int fd, void *buf, size_t length)
+{
+    for (;;) {
+        ssize_t received = recv(fd, buf, length, 0);
+        if (received > 0)
+            return received;
+        if (received == 0) {
+            errno = ECONNRESET;
+            return -1;
+        }
+        if (errno != EINTR)
+            return -1;
+    }
+}
+
+static long milliseconds_since(const struct timespec *start)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (now.tv_sec - start->tv_sec) * 1000 + (now.tv_nsec - start->tv_nsec) / 1000000;
+}
+
+/* Ends our side of a TCP connection gently. If we simply closed the socket
+ * while the peer's bytes were still unread, the kernel would answer with a
+ * reset (RST), and the peer could lose our last frame or response before
+ * reading it. So we shut down our sending side (the peer reads end-of-file
+ * after our last byte) and read and discard until the peer closes too, for at
+ * most WS_LINGER_MILLISECONDS. RFC 6455 §7.1.1 asks the server to be the one
+ * that closes the TCP connection first; this is how. */
+static void end_tcp_connection(int fd)
+{
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    shutdown(fd, SHUT_WR);
+    for (;;) {
+        long left = WS_LINGER_MILLISECONDS - milliseconds_since(&start);
+        struct pollfd readable = {.fd = fd, .events = POLLIN};
+        if (left <= 0 || poll(&readable, 1, (int)left) <= 0)
+            return;
+        char discard[1024];
+        if (recv(fd, discard, sizeof discard, 0) <= 0)
+            return;
+    }
+}
+
+/* ==== 2. The HTTP request =============================================== */
+
+static void set_refusal(struct ws_refusal *refusal, int status, const char *reason)
+{
+    refusal->status = status;
+    refusal->reason = reason;
+}
+
+/* Where the header block ends: the index just past the blank line, or 0 if
+ * it has not arrived yet. Lines end in CRLF; a bare LF is accepted too
+ * (RFC 9112 §2.2), which helps students typing requests into netcat. */
+static size_t find_end_of_headers(const char *data, size_t length)
+{
+    for (size_t i = 0; i + 1 < length; i++) {
+        if (data[i] != '\n')
+            continue;
+        if (data[i + 1] == '\n')
+            return i + 2;
+        if (i + 2 < length && data[i + 1] == '\r' && data[i + 2] == '\n')
+            return i + 3;
+    }
+    return 0;
+}
+
+/* Cuts the line starting at *cursor off the header block: writes a NUL over
+ * its line ending and moves *cursor to the next line. */
+static char *take_line(char **cursor)
+{
+    char *line = *cursor;
+    char *newline = strchr(line, '\n');
+    *newline = '\0';
+    *cursor = newline + 1;
+    if (newline > line && newline[-1] == '\r')
+        newline[-1] = '\0';
+    return line;
+}
+
+/* "GET /chat HTTP/1.1": three words separated by single spaces. */
+static int parse_request_line(struct ws_request *request, char *line)
+{
+    char *first_space = strchr(line, ' ');
+    char *second_space = first_space ? strchr(first_space + 1, ' ') : NULL;
+    if (second_space == NULL || strchr(second_space + 1, ' ') != NULL)
+        return -1;
+    *first_space = '\0';
+    *second_space = '\0';
+    request->method = line;
+    request->target = first_space + 1;
+    request->version = second_space + 1;
+    if (*request->method == '\0' || *request->target == '\0' || *request->version == '\0')
+        return -1;
+    return 0;
+}
+
+static char *trim_whitespace(char *text)
+{
+    while (*text == ' ' || *text == '\t')
+        text++;
+    size_t length = strlen(text);
+    while (length > 0 && (text[length - 1] == ' ' || text[length - 1] == '\t'))
+        text[--length] = '\0';
+    return text;
+}
+
+/* "Name: value". RFC 9112 §5.1: no whitespace is allowed between the name and
+ * the colon, and §5.2: a line starting with whitespace (obsolete folding of a
+ * long header over several lines) is refused. */
+static int parse_header_line(struct ws_request *request, char *line,
+                             struct ws_refusal *refusal)
+{
+    char *colon = strchr(line, ':');
+    if (colon == NULL || colon == line || strcspn(line, " \t") < (size_t)(colon - line)) {
+        set_refusal(refusal, 400, "malformed header line");
+        return -1;
+    }
+    if (request->header_count == WS_MAX_HEADERS) {
+        set_refusal(refusal, 431, "too many header fields");
+        return -1;
+    }
+    *colon = '\0';
+    struct ws_header *header = &request->headers[request->header_count++];
+    header->name = line;
+    header->value = trim_whitespace(colon + 1);
+    return 0;
+}
+
+int ws_parse_request(struct ws_request *request, struct ws_refusal *refusal)
+{
+    size_t end = find_end_of_headers(request->data, request->length);
+    if (end == 0)
+        return 1;
+    if (memchr(request->data, '\0', end) != NULL) {
+        set_refusal(refusal, 400, "NUL byte in request");
+        return -1;
+    }
+    request->header_length = end;
+    request->header_count = 0;
+
+    /* Every line of the block, the blank one included, ends with '\n', and
+     * take_line() cuts them off one by one until it reaches the blank line. */
+    char *cursor = request->data;
+    if (parse_request_line(request, take_line(&cursor)) != 0) {
+        set_refusal(refusal, 400, "malformed request line");
+        return -1;
+    }
+    for (char *line = take_line(&cursor); *line != '\0'; line = take_line(&cursor)) {
+        if (parse_header_line(request, line, refusal) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+int ws_read_request(int fd, struct ws_request *request, struct ws_refusal *refusal)
+{
+    request->length = 0;
+    for (;;) {
+        int parsed = ws_parse_request(request, refusal);
+        if (parsed != 1)
+            return parsed;
+        if (request->length == WS_MAX_REQUEST_SIZE) {
+            set_refusal(refusal, 431, "request header block larger than 8 KiB");
+            return -1;
+        }
+        ssize_t received = receive_some(fd, request->data + request->length,
+                                        WS_MAX_REQUEST_SIZE - request->length);
+        if (received < 0) {
+            set_refusal(refusal, 0, "connection closed before the request was complete");
+            return -1;
+        }
+        request->length += (size_t)received;
+    }
+}
+
+const char *ws_request_header(const struct ws_request *request, const char *name)
+{
+    for (size_t i = 0; i < request->header_count; i++) {
+        if (strcasecmp(request->headers[i].name, name) == 0)
+            return request->headers[i].value;
+    }
+    return NULL;
+}
+
+static size_t count_headers(const struct ws_request *request, const char *name)
+{
+    size_t count = 0;
+    for (size_t i = 0; i < request->header_count; i++)
+        count += strcasecmp(request->headers[i].name, name) == 0;
+    return count;
+}
+
+/* True when the comma-separated list contains token (case-insensitive), as in
+ * "Connection: keep-alive, Upgrade". */
+static bool list_has_token(const char *list, const char *token)
+{
+    size_t token_length = strlen(token);
+    while (*list != '\0') {
+        list += strspn(list, " \t,");
+        size_t item_length = strcspn(list, ",");
+        size_t trimmed = item_length;
+        while (trimmed > 0 && (list[trimmed - 1] == ' ' || list[trimmed - 1] == '\t'))
+            trimmed--;
+        if (trimmed == token_length && strncasecmp(list, token, token_length) == 0)
+            return true;
+        list += item_length;
+    }
+    return false;
+}
+
+/* Like list_has_token(), over every header called name: a list header may be
+ * sent as several lines (RFC 9110 §5.3). */
+static bool header_has_token(const struct ws_request *request, const char *name,
+                             const char *token)
+{
+    for (size_t i = 0; i < request->header_count; i++) {
+        if (strcasecmp(request->headers[i].name, name) == 0 &&
+            list_has_token(request->headers[i].value, token))
+            return true;
+    }
+    return false;
+}
+
+/* ==== 3. The opening handshake (RFC 6455 §4.2) ========================== */
+
+/* "HTTP/1.1" or later. */
+static bool is_http_1_1_or_later(const char *version)
+{
+    unsigned major = 0;
+    unsigned minor = 0;
+    char end = '\0';
+    if (sscanf(version, "HTTP/%u.%u%c", &major, &minor, &end) != 2)
+        return false;
+    return major > 1 || (major == 1 && minor >= 1);
+}
+
+/* RFC 6455 §4.1: the key is 16 random bytes in base64, which is always 24
+ * characters ending in "==". */
+static bool is_valid_key(const char *key)
+{
+    if (strlen(key) != 24 || key[21] == '=' || strcmp(key + 22, "==") != 0)
+        return false;
+    unsigned char decoded[18];
+    return EVP_DecodeBlock(decoded, (const unsigned char *)key, 24) == 18;
+}
+
+bool ws_is_websocket_request(const struct ws_request *request, struct ws_refusal *refusal)
+{
+    const char *key = ws_request_header(request, "Sec-WebSocket-Key");
+    const char *version = ws_request_header(request, "Sec-WebSocket-Version");
+
+    if (!header_has_token(request, "Upgrade", "websocket"))
+        set_refusal(refusal, 400, "not a WebSocket request (no \"Upgrade: websocket\" header)");
+    else if (strcmp(request->method, "GET") != 0)
+        set_refusal(refusal, 400, "a WebSocket handshake must use GET");
+    else if (!is_http_1_1_or_later(request->version))
+        set_refusal(refusal, 400, "a WebSocket handshake needs HTTP/1.1 or later");
+    else if (ws_request_header(request, "Host") == NULL)
+        set_refusal(refusal, 400, "missing Host header");
+    else if (!header_has_token(request, "Connection", "Upgrade"))
+        set_refusal(refusal, 400, "the Connection header must contain \"Upgrade\"");
+    else if (key == NULL || count_headers(request, "Sec-WebSocket-Key") != 1 ||
+             !is_valid_key(key))
+        set_refusal(refusal, 400, "Sec-WebSocket-Key must be one base64-encoded 16-byte value");
+    else if (version == NULL)
+        set_refusal(refusal, 400, "missing Sec-WebSocket-Version header");
+    else if (strcmp(version, "13") != 0)
+        set_refusal(refusal, 426, "unsupported WebSocket version: this server speaks version 13");
+    else
+        return true;
+    return false;
+}
+
+static const char *status_text(int status)
+{
+    switch (status) {
+    case 400: return "Bad Request";
+    case 403: return "Forbidden";
+    case 408: return "Request Timeout";
+    case 426: return "Upgrade Required";
+    case 431: return "Request Header Fields Too Large";
+    case 503: return "Service Unavailable";
+    default: return "Error";
+    }
+}
+
+int ws_refuse(int fd, const struct ws_request *request, const struct ws_refusal *refusal)
+{
+    if (refusal->status == 0)
+        return 0; /* the client is gone: there is nobody to answer */
+
+    /* RFC 6455 §4.4: name the version we do speak. RFC 9110 §15.5.22: a 426
+     * names the protocol to upgrade to. */
+    const char *extra = refusal->status == 426
+                            ? "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                            : "";
+    /* A HEAD request gets the headers without the body (RFC 9110 §9.3.2). */
+    bool is_head = request != NULL && request->method != NULL &&
+                   strcmp(request->method, "HEAD") == 0;
+    char response[1024];
+    int length = snprintf(response, sizeof response,
+                          "HTTP/1.1 %d %s\r\n"
+                          "Content-Type: text/plain; charset=utf-8\r\n"
+                          "Content-Length: %zu\r\n"
+                          "Connection: close\r\n"
+                          "%s\r\n"
+                          "%s",
+                          refusal->status, status_text(refusal->status),
+                          strlen(refusal->reason) + 1, extra, is_head ? "" : refusal->reason);
+    if (!is_head)
+        length += snprintf(response + length, sizeof response - (size_t)length, "\n");
+    int result = send_bytes(fd, response, (size_t)length);
+    end_tcp_connection(fd);
+    return result;
+}
+
+void ws_accept_key(const char *key, char accept[29])
+{
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int digest_length = 0;
+    EVP_MD_CTX *sha1 = EVP_MD_CTX_new();
+    if (sha1 == NULL || EVP_DigestInit_ex(sha1, EVP_sha1(), NULL) != 1 ||
+        EVP_DigestUpdate(sha1, key, strlen(key)) != 1 ||
+        EVP_DigestUpdate(sha1, WS_GUID, strlen(WS_GUID)) != 1 ||
+        EVP_DigestFinal_ex(sha1, digest, &digest_length) != 1) {
+        accept[0] = '\0'; /* only when out of memory: the client will refuse it */
+    } else {
+        /* 20 bytes of SHA-1 make 28 characters of base64, plus a NUL. */
+        EVP_EncodeBlock((unsigned char *)accept, digest, (int)digest_length);
+    }
+    EVP_MD_CTX_free(sha1);
+}
+
+/* ==== 4. Frames (RFC 6455 §5.2) ========================================= */
+
+/* A frame header, bit by bit (RFC 6455 §5.2):
+ *
+ *   byte 0:  FIN | RSV1 | RSV2 | RSV3 | opcode (4 bits)
+ *   byte 1:  MASK | payload length (7 bits)
+ *   then:    2 or 8 more bytes of length, if those 7 bits say 126 or 127
+ *   then:    4 bytes of masking key, if MASK is set
+ */
+int ws_decode_frame_header(const uint8_t *bytes, size_t available,
+                           struct ws_frame_header *header)
+{
+    if (available < 2)
+        return 0;
+    header->fin = (bytes[0] & 0x80) != 0;
+    header->rsv = (bytes[0] >> 4) & 0x07;
+    header->opcode = (enum ws_opcode)(bytes[0] & 0x0F);
+    header->masked = (bytes[1] & 0x80) != 0;
+
+    uint8_t length7 = bytes[1] & 0x7F;
+    size_t length_bytes = length7 == 127 ? 8 : length7 == 126 ? 2 : 0;
+    size_t size = 2 + length_bytes + (header->masked ? 4 : 0);
+    if (available < size)
+        return 0;
+
+    /* Extended lengths are in network byte order: most significant byte first. */
+    header->payload_length = length7;
+    if (length_bytes > 0) {
+        header->payload_length = 0;
+        for (size_t i = 0; i < length_bytes; i++)
+            header->payload_length = (header->payload_length << 8) | bytes[2 + i];
+    }
+    /* "the most significant bit MUST be 0" */
+    if (header->payload_length >> 63)
+        return -1;
+    if (header->masked)
+        memcpy(header->mask_key, bytes + 2 + length_bytes, 4);
+    return (int)size;
+}
+
+size_t ws_encode_frame_header(const struct ws_frame_header *header,
+                              uint8_t out[WS_MAX_FRAME_HEADER])
+{
+    size_t size = 2;
+    out[0] = (uint8_t)((header->fin ? 0x80 : 0) | (header->rsv & 0x07) << 4 |
+                       (header->opcode & 0x0F));
+    uint8_t mask_bit = header->masked ? 0x80 : 0;
+    uint64_t length = header->payload_length;
+
+    /* The shortest form that fits (RFC 6455 §5.2: "the minimal number of
+     * bytes MUST be used to encode the length"). */
+    if (length <= 125) {
+        out[1] = mask_bit | (uint8_t)length;
+    } else if (length <= 0xFFFF) {
+        out[1] = mask_bit | 126;
+        out[2] = (uint8_t)(length >> 8);
+        out[3] = (uint8_t)length;
+        size = 4;
+    } else {
+        out[1] = mask_bit | 127;
+        for (int i = 0; i < 8; i++)
+            out[2 + i] = (uint8_t)(length >> (56 - 8 * i));
+        size = 10;
+    }
+    if (header->masked) {
+        memcpy(out + size, header->mask_key, 4);
+        size += 4;
+    }
+    return size;
+}
+
+void ws_mask(uint8_t *bytes, size_t len, const uint8_t key[4], uint64_t offset)
+{
+    /* RFC 6455 §5.3: byte i of the payload is XORed with key[i % 4]. */
+    for (size_t i = 0; i < len; i++)
+        bytes[i] ^= key[(offset + i) % 4];
+}
+
+/* ==== 5. UTF-8 (RFC 6455 §8.1, Unicode Table 3-7) ======================= */
+
+/* The first byte of a character says how many continuation bytes follow and
+ * which values the first of them may take. The narrowed ranges are what rule
+ * out overlong forms (E0, F0), UTF-16 surrogates (ED) and code points above
+ * U+10FFFF (F4); every other continuation byte is 80..BF. */
+static bool start_character(struct ws_utf8 *state, uint8_t byte)
+{
+    state->lowest_next = 0x80;
+    state->highest_next = 0xBF;
+    if (byte <= 0x7F) {
+        state->bytes_needed = 0;
+    } else if (byte >= 0xC2 && byte <= 0xDF) {
+        state->bytes_needed = 1;
+    } else if (byte >= 0xE0 && byte <= 0xEF) {
+        state->bytes_needed = 2;
+        if (byte == 0xE0)
+            state->lowest_next = 0xA0; /* below: an overlong 3-byte form */
+        if (byte == 0xED)
+            state->highest_next = 0x9F; /* above: a surrogate, U+D800..U+DFFF */
+    } else if (byte >= 0xF0 && byte <= 0xF4) {
+        state->bytes_needed = 3;
+        if (byte == 0xF0)
+            state->lowest_next = 0x90; /* below: an overlong 4-byte form */
+        if (byte == 0xF4)
+            state->highest_next = 0x8F; /* above: beyond U+10FFFF */
+    } else {
+        return false; /* 80..C1 cannot start a character, F5..FF never appear */
+    }
+    return true;
+}
+
+bool ws_utf8_validate(struct ws_utf8 *state, const uint8_t *bytes, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        uint8_t byte = bytes[i];
+        if (state->bytes_needed == 0) {
+            if (!start_character(state, byte))
+                return false;
+        } else {
+            if (byte < state->lowest_next || byte > state->highest_next)
+                return false;
+            state->bytes_needed--;
+            state->lowest_next = 0x80;
+            state->highest_next = 0xBF;
+        }
+    }
+    return true;
+}
+
+bool ws_utf8_is_complete(const struct ws_utf8 *state)
+{
+    return state->bytes_needed == 0;
+}
+
+/* ==== 6. Close codes (RFC 6455 §7.4) ==================================== */
+
+bool ws_is_valid_close_status(unsigned status)
+{
+    /* 1000-1003 and 1007-1011 are defined by RFC 6455 §7.4.1, 1012-1014 were
+     * added to the IANA registry later. 1004 is reserved, and 1005, 1006 and
+     * 1015 mean "no frame said so" and must never be sent (§7.4.1). 3000-3999
+     * are registered by libraries and 4000-4999 are private (§7.4.2). */
+    if (status >= 1000 && status <= 1003)
+        return true;
+    if (status >= 1007 && status <= 1014)
+        return true;
+    return status >= 3000 && status <= 4999;
+}
+
+/* ==== 7. A connection: receive, send, close ============================= */
+
+struct ws *ws_accept(int fd, const struct ws_request *request)
+{
+    char accept[29];
+    ws_accept_key(ws_request_header(request, "Sec-WebSocket-Key"), accept);
+
+    char response[256];
+    int length = snprintf(response, sizeof response,
+                          "HTTP/1.1 101 Switching Protocols\r\n"
+                          "Upgrade: websocket\r\n"
+                          "Connection: Upgrade\r\n"
+                          "Sec-WebSocket-Accept: %s\r\n"
+                          "\r\n",
+                          accept);
+    struct ws *ws = calloc(1, sizeof *ws);
+    if (ws == NULL)
+        return NULL;
+    ws->fd = fd;
+    /* Frames the client sent right behind its request are already read. */
+    ws->in_end = request->length - request->header_length;
+    memcpy(ws->inbox, request->data + request->header_length, ws->in_end);
+
+    if (send_bytes(fd, response, (size_t)length) != 0) {
+        free(ws);
+        return NULL;
+    }
+    return ws;
+}
+
+void ws_free(struct ws *ws)
+{
+    free(ws);
+}
+
+/* ---- Sending ----------------------------------------------------------- */
+
+/* Sends one unmasked frame (RFC 6455 §5.1: a server never masks), header and
+ * payload in a single sendmsg() call. */
+static int send_frame(struct ws *ws, bool fin, enum ws_opcode opcode, const void *payload,
+                      size_t length)
+{
+    struct ws_frame_header header = {.fin = fin, .opcode = opcode, .payload_length = length};
+    uint8_t header_bytes[WS_MAX_FRAME_HEADER];
+    struct iovec iov[2] = {
+        {.iov_base = header_bytes, .iov_len = ws_encode_frame_header(&header, header_bytes)},
+        {.iov_base = (void *)payload, .iov_len = length},
+    };
+    return send_all(ws->fd, iov, length > 0 ? 2 : 1);
+}
+
+/* RFC 6455 §5.5.1: a close frame's payload is an optional 2-byte status code
+ * followed by an optional UTF-8 reason. 1005 means "no status": we send an
+ * empty close frame, as .NET does. */
+static int send_close_frame(struct ws *ws, enum ws_close_status status, const char *reason)
+{
+    size_t reason_length = reason != NULL ? strlen(reason) : 0;
+    if (status == WS_CLOSE_NO_STATUS_RECEIVED) {
+        reason_length = 0;
+    } else if (!ws_is_valid_close_status(status) || reason_length > WS_MAX_CLOSE_REASON) {
+        errno = EINVAL;
+        return -1;
+    }
+    uint8_t payload[WS_MAX_CONTROL_PAYLOAD];
+    size_t length = 0;
+    if (status != WS_CLOSE_NO_STATUS_RECEIVED) {
+        payload[0] = (uint8_t)(status >> 8);
+        payload[1] = (uint8_t)status;
+        memcpy(payload + 2, reason, reason_length);
+        length = 2 + reason_length;
+    }
+    ws->close_sent = true;
+    return send_frame(ws, true, WS_OPCODE_CLOSE, payload, length);
+}
+
+int ws_send(struct ws *ws, const void *buf, size_t len, enum ws_message_type type,
+            bool end_of_message)
+{
+    if (ws->close_sent || ws->failed || type == WS_MESSAGE_CLOSE) {
+        errno = ws->close_sent || ws->failed ? EPIPE : EINVAL;
+        return -1;
+    }
+    /* RFC 6455 §5.4: only the first frame of a message says text or binary;
+     * the frames that continue it say "continuation". */
+    enum ws_opcode opcode = ws->sending_message    ? WS_OPCODE_CONTINUATION
+                            : type == WS_MESSAGE_TEXT ? WS_OPCODE_TEXT
+                                                      : WS_OPCODE_BINARY;
+    ws->sending_message = !end_of_message;
+    return send_frame(ws, end_of_message, opcode, buf, len);
+}
+
+/* RFC 6455 §7.1.7, "Fail the WebSocket Connection": tell the peer why with a
+ * close frame, if we have not sent one yet, and end the connection without
+ * waiting for its answer. Always returns -1, so callers can write
+ * "return fail_connection(...)". */
+static int fail_connection(struct ws *ws, enum ws_close_status status, const char *why)
+{
+    if (!ws->close_sent)
+        send_close_frame(ws, status, why);
+    ws->failed = true;
+    end_tcp_connection(ws->fd);
+    errno = EPROTO;
+    return -1;
+}
+
+/* ---- Receiving --------------------------------------------------------- */
+
+/* Receives more bytes into the inbox, moving the unread ones to its start
+ * first when they sit at its very end. */
+static int receive_more(struct ws *ws)
+{
+    if (ws->in_start == ws->in_end) {
+        ws->in_start = 0;
+        ws->in_end = 0;
+    } else if (ws->in_end == sizeof ws->inbox) {
+        memmove(ws->inbox, ws->inbox + ws->in_start, ws->in_end - ws->in_start);
+        ws->in_end -= ws->in_start;
+        ws->in_start = 0;
+    }
+    ssize_t received = receive_some(ws->fd, ws->inbox + ws->in_end, sizeof ws->inbox - ws->in_end);
+    if (received < 0) {
+        ws->failed = true; /* 1006: the connection is gone without a close frame */
+        return -1;
+    }
+    ws->in_end += (size_t)received;
+    return 0;
+}
+
+static int read_frame_header(struct ws *ws, struct ws_frame_header *header)
+{
+    for (;;) {
+        int size = ws_decode_frame_header(ws->inbox + ws->in_start, ws->in_end - ws->in_start,
+                                          header);
+        if (size > 0) {
+            ws->in_start += (size_t)size;
+            return 0;
+        }
+        if (size < 0)
+            return fail_connection(ws, WS_CLOSE_PROTOCOL_ERROR, "payload length too large");
+        if (receive_more(ws) != 0)
+            return -1;
+    }
+}
+
+/* Takes up to want payload bytes of the current frame into dst and unmasks
+ * them. Uses the bytes already in the inbox; only when there are none does it
+ * wait for more, once. So it may return fewer than want, never zero. */
+static ssize_t read_payload(struct ws *ws, uint8_t *dst, size_t want)
+{
+    if (ws->in_start == ws->in_end && receive_more(ws) != 0)
+        return -1;
+    size_t available = ws->in_end - ws->in_start;
+    size_t count = available < want ? available : want;
+    memcpy(dst, ws->inbox + ws->in_start, count);
+    ws->in_start += count;
+    ws_mask(dst, count, ws->frame.mask_key, ws->frame_bytes_read);
+    ws->frame_bytes_read += count;
+    return (ssize_t)count;
+}
+
+static bool is_control_opcode(enum ws_opcode opcode)
+{
+    return (opcode & 0x08) != 0; /* RFC 6455 §5.5: opcodes 0x8 to 0xF */
+}
+
+static bool is_known_opcode(enum ws_opcode opcode)
+{
+    switch (opcode) {
+    case WS_OPCODE_CONTINUATION:
+    case WS_OPCODE_TEXT:
+    case WS_OPCODE_BINARY:
+    case WS_OPCODE_CLOSE:
+    case WS_OPCODE_PING:
+    case WS_OPCODE_PONG: return true;
+    default: return false;
+    }
+}
+
+/* What is wrong with a frame header, as a reason for the close frame, or NULL
+ * when nothing is. Every rule here is a "MUST" of RFC 6455. */
+static const char *frame_header_problem(const struct ws *ws, const struct ws_frame_header *header)
+{
+    if (!header->masked)
+        return "client frames must be masked"; /* §5.1 */
+    if (header->rsv != 0)
+        return "reserved bits set, but no extension was negotiated"; /* §5.2 */
+    if (!is_known_opcode(header->opcode))
+        return "reserved opcode"; /* §5.2 */
+    if (is_control_opcode(header->opcode) && !header->fin)
+        return "fragmented control frame"; /* §5.5 */
+    if (is_control_opcode(header->opcode) && header->payload_length > WS_MAX_CONTROL_PAYLOAD)
+        return "control frame longer than 125 bytes"; /* §5.5 */
+    if (header->opcode == WS_OPCODE_CONTINUATION && !ws->in_message)
+        return "continuation frame without a message to continue"; /* §5.4 */
+    if ((header->opcode == WS_OPCODE_TEXT || header->opcode == WS_OPCODE_BINARY) &&
+        ws->in_message)
+        return "new message started inside a fragmented message"; /* §5.4 */
+    return NULL;
+}
+
+/* RFC 6455 §5.5.1: the peer starts (or answers) the closing handshake. */
+static int receive_close_frame(struct ws *ws, const uint8_t *payload, size_t length)
+{
+    if (length == 1)
+        return fail_connection(ws, WS_CLOSE_PROTOCOL_ERROR, "close frame with a 1-byte payload");
+    enum ws_close_status status = WS_CLOSE_NO_STATUS_RECEIVED; /* §7.1.5 */
+    if (length >= 2) {
+        status = (enum ws_close_status)(payload[0] << 8 | payload[1]);
+        if (!ws_is_valid_close_status(status))
+            return fail_connection(ws, WS_CLOSE_PROTOCOL_ERROR, "invalid close code");
+        struct ws_utf8 utf8 = {0};
+        if (!ws_utf8_validate(&utf8, payload + 2, length - 2) || !ws_utf8_is_complete(&utf8))
+            return fail_connection(ws, WS_CLOSE_INVALID_PAYLOAD_DATA,
+                                   "close reason is not valid UTF-8");
+        memcpy(ws->peer_close_description, payload + 2, length - 2);
+    }
+    ws->peer_close_description[length >= 2 ? length - 2 : 0] = '\0';
+    ws->peer_close_status = status;
+    ws->close_received = true;
+    return 0;
+}
+
+/* Reads a whole control frame (at most 125 bytes, so it fits in the inbox)
+ * and acts on it: a ping is answered with a pong carrying the same payload
+ * (§5.5.2), a pong is ignored (§5.5.3), a close is recorded. */
+static int handle_control_frame(struct ws *ws, const struct ws_frame_header *header)
+{
+    uint8_t payload[WS_MAX_CONTROL_PAYLOAD];
+    size_t length = (size_t)header->payload_length;
+    ws->frame = *header;
+    ws->frame_bytes_read = 0;
+    for (size_t got = 0; got < length;) {
+        ssize_t count = read_payload(ws, payload + got, length - got);
+        if (count < 0)
+            return -1;
+        got += (size_t)count;
+    }
+    if (header->opcode == WS_OPCODE_CLOSE)
+        return receive_close_frame(ws, payload, length);
+    if (header->opcode == WS_OPCODE_PING && !ws->close_sent)
+        return send_frame(ws, true, WS_OPCODE_PONG, payload, length);
+    return 0;
+}
+
+/* Reads the next frame header and checks it. A control frame is handled
+ * whole, here; for a data frame, the frame (and a new message, for a text or
+ * binary frame) starts, and its payload is left for deliver_payload(). */
+static int next_frame(struct ws *ws)
+{
+    struct ws_frame_header header;
+    if (read_frame_header(ws, &header) != 0)
+        return -1;
+    const char *problem = frame_header_problem(ws, &header);
+    if (problem != NULL)
+        return fail_connection(ws, WS_CLOSE_PROTOCOL_ERROR, problem);
+    if (is_control_opcode(header.opcode))
+        return handle_control_frame(ws, &header);
+
+    if (header.opcode != WS_OPCODE_CONTINUATION) {
+        ws->in_message = true;
+        ws->message_type = header.opcode == WS_OPCODE_TEXT ? WS_MESSAGE_TEXT : WS_MESSAGE_BINARY;
+        memset(&ws->utf8, 0, sizeof ws->utf8);
+    }
+    ws->in_frame = true;
+    ws->frame = header;
+    ws->frame_bytes_read = 0;
+    return 0;
+}
+
+/* Hands the caller the next piece of the current data frame's payload. */
+static int deliver_payload(struct ws *ws, uint8_t *buf, size_t len,
+                           struct ws_receive_result *result)
+{
+    uint64_t remaining = ws->frame.payload_length - ws->frame_bytes_read;
+    size_t count = 0;
+    if (remaining > 0) {
+        ssize_t got = read_payload(ws, buf, remaining < len ? (size_t)remaining : len);
+        if (got < 0)
+            return -1;
+        count = (size_t)got;
+    }
+    bool end_of_frame = ws->frame_bytes_read == ws->frame.payload_length;
+    bool end_of_message = end_of_frame && ws->frame.fin;
+
+    /* RFC 6455 §8.1: a text message must be valid UTF-8. We check each piece
+     * as it arrives, so a bad byte fails the connection at once, and the whole
+     * message must end on a character boundary. */
+    if (ws->message_type == WS_MESSAGE_TEXT &&
+        (!ws_utf8_validate(&ws->utf8, buf, count) ||
+         (end_of_message && !ws_utf8_is_complete(&ws->utf8))))
+        return fail_connection(ws, WS_CLOSE_INVALID_PAYLOAD_DATA, "text message is not UTF-8");
+
+    ws->in_frame = !end_of_frame;
+    ws->in_message = !end_of_message;
+    result->count = count;
+    result->message_type = ws->message_type;
+    result->end_of_message = end_of_message;
+    return 0;
+}
+
+static void report_close(const struct ws *ws, struct ws_receive_result *result)
+{
+    result->message_type = WS_MESSAGE_CLOSE;
+    result->end_of_message = true;
+    result->close_status = ws->peer_close_status;
+    memcpy(result->close_description, ws->peer_close_description,
+           sizeof result->close_description);
+}
+
+int ws_receive(struct ws *ws, void *buf, size_t len, struct ws_receive_result *result)
+{
+    memset(result, 0, sizeof *result);
+    while (!ws->close_received && !ws->in_frame) {
+        if (ws->failed) {
+            errno = ECONNRESET;
+            return -1;
+        }
+        if (next_frame(ws) != 0)
+            return -1;
+    }
+    if (ws->close_received) {
+        report_close(ws, result);
+        return 0;
+    }
+    return deliver_payload(ws, buf, len, result);
+}
+
+/* ---- Closing ----------------------------------------------------------- */
+
+/* Reads and discards frames until the peer's close frame arrives (RFC 6455
+ * §7.1.2), giving up after WS_CLOSE_TIMEOUT_SECONDS without a byte. */
+static int wait_for_close_frame(struct ws *ws)
+{
+    struct timeval timeout = {.tv_sec = WS_CLOSE_TIMEOUT_SECONDS};
+    setsockopt(ws->fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+    uint8_t discard[1024];
+    struct ws_receive_result result;
+    while (!ws->close_received) {
+        if (ws_receive(ws, discard, sizeof discard, &result) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+int ws_close(struct ws *ws, enum ws_close_status status, const char *description)
+{
+    if (ws->failed) {
+        errno = EPIPE;
+        return -1;
+    }
+    if (!ws->close_sent && send_close_frame(ws, status, description) != 0)
+        return -1;
+    if (!ws->close_received && wait_for_close_frame(ws) != 0)
+        return -1;
+    end_tcp_connection(ws->fd);
+    return 0;
+}

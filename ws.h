@@ -1,0 +1,234 @@
+/* ws.h -- a small WebSocket (RFC 6455) server library.
+ *
+ * This file plays the part that System.Net.WebSockets plays in the article
+ * "How to create a WebSocket server in dotnet": it reads the HTTP request,
+ * performs the opening handshake, and then lets the application receive and
+ * send messages with three calls that mirror .NET's:
+ *
+ *     ReceiveAsync  ->  ws_receive()
+ *     SendAsync     ->  ws_send()
+ *     CloseAsync    ->  ws_close()
+ *
+ * Like ReceiveAsync, ws_receive() answers pings, takes part in the closing
+ * handshake and checks every frame against the protocol by itself, so the
+ * application (notifier.c) never sees a control frame or a malformed one.
+ *
+ * The lower-level helpers (frame headers, masking, UTF-8, the accept key) are
+ * public too: the tests and the tutorial use them one at a time.
+ */
+#ifndef WS_H
+#define WS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define WS_VERSION_STRING "0.1.0"
+
+/* ==== Limits ============================================================ */
+
+/* The request line and headers together may not be longer than this. A client
+ * that sends more gets "431 Request Header Fields Too Large", so a client can
+ * never make us buffer without end. */
+#define WS_MAX_REQUEST_SIZE 8192
+#define WS_MAX_HEADERS 64
+
+/* RFC 6455 §5.5: a control frame carries at most 125 bytes of payload. A close
+ * frame spends 2 of them on the status code, which leaves 123 for the reason. */
+#define WS_MAX_CONTROL_PAYLOAD 125
+#define WS_MAX_CLOSE_REASON 123
+
+/* The largest frame header: 2 bytes, 8 bytes of extended length, 4 of mask. */
+#define WS_MAX_FRAME_HEADER 14
+
+/* ==== Names from the RFC ================================================ */
+
+/* RFC 6455 §5.2 and §11.8: the frame opcodes. */
+enum ws_opcode {
+    WS_OPCODE_CONTINUATION = 0x0,
+    WS_OPCODE_TEXT = 0x1,
+    WS_OPCODE_BINARY = 0x2,
+    WS_OPCODE_CLOSE = 0x8,
+    WS_OPCODE_PING = 0x9,
+    WS_OPCODE_PONG = 0xA,
+};
+
+/* The kind of message a chunk belongs to, like .NET's WebSocketMessageType. */
+enum ws_message_type {
+    WS_MESSAGE_TEXT,
+    WS_MESSAGE_BINARY,
+    WS_MESSAGE_CLOSE,
+};
+
+/* RFC 6455 §7.4.1: close status codes. WS_CLOSE_NONE is not on the wire: it is
+ * our "CloseStatus.HasValue == false". 1005 and 1006 are never sent either:
+ * they are what an endpoint reports when there was no status, or no close
+ * frame at all. */
+enum ws_close_status {
+    WS_CLOSE_NONE = 0,
+    WS_CLOSE_NORMAL_CLOSURE = 1000,
+    WS_CLOSE_GOING_AWAY = 1001,
+    WS_CLOSE_PROTOCOL_ERROR = 1002,
+    WS_CLOSE_UNSUPPORTED_DATA = 1003,
+    WS_CLOSE_NO_STATUS_RECEIVED = 1005,
+    WS_CLOSE_ABNORMAL_CLOSURE = 1006,
+    WS_CLOSE_INVALID_PAYLOAD_DATA = 1007,
+    WS_CLOSE_POLICY_VIOLATION = 1008,
+    WS_CLOSE_MESSAGE_TOO_BIG = 1009,
+    WS_CLOSE_MANDATORY_EXTENSION = 1010,
+    WS_CLOSE_INTERNAL_ERROR = 1011,
+};
+
+/* ==== The HTTP request and the opening handshake (RFC 6455 §4) ========== */
+
+struct ws_header {
+    const char *name;
+    const char *value;
+};
+
+/* One HTTP request as read from the socket. Every string points into data[],
+ * so the struct owns everything it refers to. Bytes that arrived after the
+ * blank line (a client may send its first frame without waiting) are kept in
+ * data[] too, from header_length to length. */
+struct ws_request {
+    char data[WS_MAX_REQUEST_SIZE + 1];
+    size_t length;
+    size_t header_length;
+    const char *method;
+    const char *target;
+    const char *version;
+    struct ws_header headers[WS_MAX_HEADERS];
+    size_t header_count;
+};
+
+/* Why a request was refused: the HTTP status to answer with and a short
+ * sentence for the body. status 0 means "say nothing": the client is gone. */
+struct ws_refusal {
+    int status;
+    const char *reason;
+};
+
+/* Reads one HTTP request from fd, up to and including the blank line, and
+ * parses it. Returns 0, or -1 with *refusal saying why (431 for a request
+ * larger than WS_MAX_REQUEST_SIZE, 400 for a malformed one, 0 when the
+ * connection closed or failed first). */
+int ws_read_request(int fd, struct ws_request *request, struct ws_refusal *refusal);
+
+/* Parses the request line and headers already in request->data (the first
+ * request->length bytes). Returns 0 when a complete header block is there,
+ * 1 when more bytes are needed, -1 with *refusal when it is malformed. */
+int ws_parse_request(struct ws_request *request, struct ws_refusal *refusal);
+
+/* The value of the first header called name (case-insensitive), or NULL. */
+const char *ws_request_header(const struct ws_request *request, const char *name);
+
+/* True when the request is a valid WebSocket opening handshake (RFC 6455
+ * §4.2.1). When it is not, *refusal says how to answer: 426 for a version
+ * other than 13, 400 for everything else. */
+bool ws_is_websocket_request(const struct ws_request *request, struct ws_refusal *refusal);
+
+/* Answers a refused request with its status, a plain-text body saying why,
+ * and "Connection: close". Returns 0, or -1 if the answer could not be sent. */
+int ws_refuse(int fd, const struct ws_request *request, const struct ws_refusal *refusal);
+
+/* RFC 6455 §4.2.2: the Sec-WebSocket-Accept value for a Sec-WebSocket-Key:
+ * base64(SHA-1(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11")). accept must
+ * have room for 29 bytes (28 characters and the terminating NUL). */
+void ws_accept_key(const char *key, char accept[29]);
+
+/* ==== A WebSocket connection ============================================ */
+
+/* The state of one connection. Its fields live in ws.c: the application only
+ * ever holds a pointer, as it only ever holds a WebSocket object in .NET. */
+struct ws;
+
+/* What one ws_receive() delivered, like .NET's WebSocketReceiveResult. */
+struct ws_receive_result {
+    size_t count;                      /* bytes placed in the buffer */
+    enum ws_message_type message_type; /* text, binary, or close */
+    bool end_of_message;               /* this chunk is the last of its message */
+    enum ws_close_status close_status; /* WS_CLOSE_NONE until the peer closes */
+    char close_description[WS_MAX_CLOSE_REASON + 1];
+};
+
+/* Completes the opening handshake for a request that ws_is_websocket_request()
+ * accepted: sends "101 Switching Protocols" and returns a new connection, or
+ * NULL on failure. The caller still owns fd, and closes it after ws_free(). */
+struct ws *ws_accept(int fd, const struct ws_request *request);
+
+/* Frees a connection made by ws_accept(). It does not close the socket. */
+void ws_free(struct ws *ws);
+
+/* Receives the next chunk of the current message into buf (at most len bytes,
+ * len > 0) and describes it in *result. Pings are answered and pongs skipped
+ * on the way. When the peer sends a close frame, result->close_status is set
+ * (WS_CLOSE_NO_STATUS_RECEIVED for an empty one) and the caller should answer
+ * with ws_close(). Returns 0, or -1 when the connection failed: the peer broke
+ * the protocol (it has been sent the right close code) or the connection was
+ * lost without a close frame (1006). */
+int ws_receive(struct ws *ws, void *buf, size_t len, struct ws_receive_result *result);
+
+/* Sends len bytes as one frame of a text or binary message. When
+ * end_of_message is false, the message goes on in the next ws_send(), whose
+ * frame will be a continuation frame. Returns 0, or -1 on failure. */
+int ws_send(struct ws *ws, const void *buf, size_t len, enum ws_message_type type,
+            bool end_of_message);
+
+/* Runs the closing handshake (RFC 6455 §7.1.2): sends a close frame with
+ * status and description (an empty close frame for WS_CLOSE_NO_STATUS_RECEIVED)
+ * if none was sent yet, waits for the peer's close frame if none came yet, and
+ * then ends the TCP connection from our side. description may be NULL.
+ * Returns 0, or -1 if the status or description cannot be sent or the
+ * connection failed. */
+int ws_close(struct ws *ws, enum ws_close_status status, const char *description);
+
+/* ==== Frames (RFC 6455 §5.2) ============================================ */
+
+struct ws_frame_header {
+    bool fin;
+    uint8_t rsv;             /* RSV1..RSV3 as a 3-bit number */
+    enum ws_opcode opcode;
+    bool masked;
+    uint8_t mask_key[4];
+    uint64_t payload_length;
+};
+
+/* Decodes a frame header from the first available bytes. Returns the header's
+ * size in bytes (2 to 14), 0 if more bytes are needed, or -1 if the header can
+ * never be valid (a 64-bit length with its top bit set, RFC 6455 §5.2). */
+int ws_decode_frame_header(const uint8_t *bytes, size_t available,
+                           struct ws_frame_header *header);
+
+/* Encodes header into out and returns its size in bytes (2 to 14), using the
+ * shortest of the three length forms. */
+size_t ws_encode_frame_header(const struct ws_frame_header *header,
+                              uint8_t out[WS_MAX_FRAME_HEADER]);
+
+/* RFC 6455 §5.3: XORs len bytes with the 4-byte mask key. offset is how many
+ * payload bytes of this frame came before these ones, so a payload can be
+ * unmasked a piece at a time. Masking and unmasking are the same operation. */
+void ws_mask(uint8_t *bytes, size_t len, const uint8_t key[4], uint64_t offset);
+
+/* ==== UTF-8 (RFC 6455 §5.6, §8.1) ======================================= */
+
+/* An incremental UTF-8 validator: feed it a message in pieces, split anywhere,
+ * even inside a character. Zero-initialise it before the first piece. */
+struct ws_utf8 {
+    uint8_t bytes_needed; /* continuation bytes still to come */
+    uint8_t lowest_next;  /* the range the next continuation byte must be in */
+    uint8_t highest_next;
+};
+
+/* Checks the next len bytes. Returns false as soon as the bytes so far can no
+ * longer be the start of valid UTF-8. */
+bool ws_utf8_validate(struct ws_utf8 *state, const uint8_t *bytes, size_t len);
+
+/* True when the bytes fed so far end on a character boundary. */
+bool ws_utf8_is_complete(const struct ws_utf8 *state);
+
+/* ==== Close codes (RFC 6455 §7.4) ======================================= */
+
+/* True for a status code that may appear in a close frame on the wire. */
+bool ws_is_valid_close_status(unsigned status);
+
+#endif
