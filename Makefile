@@ -60,7 +60,11 @@ tests/unit_tests: tests/test_ws.c ws.o ws.h | deps
 	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) $(LDFLAGS) -o $@ tests/test_ws.c ws.o \
 		$(CHECK_LIBS) $(CRYPTO_LIBS)
 
-tests/%_tests: tests/test_%.c tests/client.c tests/client.h tests/harness.h ws.o ws.h | deps
+tests/integration_tests: tests/test_server.c tests/client.c tests/client.h ws.o ws.h | deps
+	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) $(LDFLAGS) -o $@ $< tests/client.c ws.o \
+		$(CHECK_LIBS) $(CRYPTO_LIBS)
+
+tests/conformance_tests: tests/test_conformance.c tests/client.c tests/client.h ws.o ws.h | deps
 	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) $(LDFLAGS) -o $@ $< tests/client.c ws.o \
 		$(CHECK_LIBS) $(CRYPTO_LIBS)
 

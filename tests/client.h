@@ -1,0 +1,133 @@
+/* client.h -- what the tests need to drive the real server: start and stop
+ * it, and a small WebSocket client that can also break every rule on purpose
+ * (unmasked frames, reserved bits, bytes sent a few at a time).
+ *
+ * Every function fails rather than waits forever: sockets have a receive
+ * timeout of CLIENT_TIMEOUT_SECONDS.
+ */
+#ifndef TEST_CLIENT_H
+#define TEST_CLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <check.h>
+
+#define CLIENT_TIMEOUT_SECONDS 10
+
+/* ==== The server under test ============================================= */
+
+/* Starts ./server (or $SERVER) on 127.0.0.1 with a port the kernel picks and
+ * returns its pid, with the port in *port. Fails the test on error. */
+pid_t server_start(int *port);
+
+/* Stops a server started by server_start(), by its pid, and reaps it. Returns
+ * the wait status. */
+int server_stop(pid_t pid);
+
+/* ==== A test client ===================================================== */
+
+struct client {
+    int fd;
+    uint8_t inbox[65536];
+    size_t in_start;
+    size_t in_end;
+};
+
+/* A frame as the server sent it; payload is malloc'ed (free with frame_free). */
+struct frame {
+    bool fin;
+    uint8_t rsv;
+    uint8_t opcode;
+    bool masked;
+    uint64_t length;
+    uint8_t *payload;
+};
+
+/* Opens a TCP connection to 127.0.0.1:port. Returns 0 or -1. */
+int client_connect(struct client *client, int port);
+
+/* Connects and performs the opening handshake, checking the server's 101 and
+ * its Sec-WebSocket-Accept. Returns 0 or -1. */
+int client_open(struct client *client, int port);
+
+void client_close(struct client *client);
+
+/* Sends bytes as they are. chop > 0 sends them chop bytes per write, with
+ * TCP_NODELAY, the way Autobahn's "chopped" cases do. */
+int client_send_raw(struct client *client, const void *bytes, size_t length, size_t chop);
+
+/* Sends one frame, masked with a random key (unless masked is false). */
+int client_send_frame_ex(struct client *client, bool fin, uint8_t rsv, uint8_t opcode,
+                         bool masked, const void *payload, size_t length, size_t chop);
+
+/* The usual case: a masked frame with no reserved bits, sent in one write. */
+int client_send_frame(struct client *client, bool fin, uint8_t opcode, const void *payload,
+                      size_t length);
+
+/* A close frame with no payload at all, where a status code would go. */
+#define CLOSE_EMPTY (-1)
+
+/* Sends a close frame with a status code (or CLOSE_EMPTY) and a reason. */
+int client_send_close(struct client *client, int code, const char *reason);
+
+/* Reads one frame. Returns 0, or -1 on timeout, error or end of stream. */
+int client_read_frame(struct client *client, struct frame *frame);
+void frame_free(struct frame *frame);
+
+/* Reads one whole message: a text or binary frame and its continuations.
+ * *opcode gets the first frame's opcode; control frames in between are an
+ * error. Returns the payload (malloc'ed) with its size in *length, or NULL. */
+uint8_t *client_read_message(struct client *client, uint8_t *opcode, size_t *length);
+
+/* True when the server ended the connection: recv reports end of stream or a
+ * reset within the timeout. */
+bool client_wait_for_eof(struct client *client);
+
+/* True when nothing arrives within milliseconds. */
+bool client_nothing_within(struct client *client, int milliseconds);
+
+/* Sends request, reads the whole response until the server closes, and
+ * returns it as a malloc'ed string (NULL on failure). */
+char *http_exchange(int port, const char *request, size_t length);
+
+/* Fills buf with length pseudo-random bytes, or printable ASCII if text. */
+void fill_payload(uint8_t *buf, size_t length, bool text, unsigned seed);
+
+#endif
+
+/* ==== Assertions and fixtures for Check tests =========================== */
+
+/* The port of the server started by fixture_start_server(). */
+extern int test_server_port;
+
+/* An unchecked fixture (it runs in the test runner, not in each test's child
+ * process): one server for a whole TCase, so each test also proves that the
+ * tests before it left the server serving. fixture_stop_server() stops it by
+ * pid and records it if the server died any other way than by our SIGTERM;
+ * fixture_failures() is then non-zero. */
+void fixture_start_server(void);
+void fixture_stop_server(void);
+int fixture_failures(void);
+
+/* Opens a WebSocket connection to the test server, or fails the test. */
+void open_or_fail(struct client *client);
+
+/* The next message is a text or binary message (opcode) with exactly this
+ * payload; it may come in any number of frames. */
+void expect_message(struct client *client, uint8_t opcode, const void *payload, size_t length);
+
+/* The next frame is a pong with this payload. */
+void expect_pong(struct client *client, const void *payload, size_t length);
+
+/* The next frame is a close frame with this status code (or CLOSE_EMPTY),
+ * and then the server ends the TCP connection. */
+void expect_close(struct client *client, int code);
+
+/* Sends close 1000 and expects it back: the connection ends cleanly. */
+void close_cleanly(struct client *client);
+
+/* Runs a whole Check suite and returns the process exit status. */
+int run_suite(Suite *suite);

@@ -1,0 +1,550 @@
+/* test_ws.c -- unit tests of ws.c's building blocks, one TCase each:
+ * the accept key, request parsing, the handshake checks, frame headers,
+ * masking, the UTF-8 validator and close codes. No sockets here. */
+#define _POSIX_C_SOURCE 200809L
+
+#include "../ws.h"
+
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ==== The accept key (RFC 6455 §1.3, §4.2.2) ============================ */
+
+START_TEST(test_accept_key_matches_rfc_example)
+{
+    char accept[29];
+    ws_accept_key("dGhlIHNhbXBsZSBub25jZQ==", accept);
+    ck_assert_str_eq(accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+}
+END_TEST
+
+START_TEST(test_accept_key_differs_for_another_key)
+{
+    char accept[29];
+    ws_accept_key("AQIDBAUGBwgJCgsMDQ4PEA==", accept);
+    ck_assert_uint_eq(strlen(accept), 28);
+    ck_assert_str_ne(accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+}
+END_TEST
+
+/* ==== Parsing a request ================================================= */
+
+static const char GOOD_REQUEST[] = "GET /chat HTTP/1.1\r\n"
+                                   "Host: server.example.com\r\n"
+                                   "Upgrade: websocket\r\n"
+                                   "Connection: Upgrade\r\n"
+                                   "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                                   "Origin: http://example.com\r\n"
+                                   "Sec-WebSocket-Version: 13\r\n"
+                                   "\r\n";
+
+/* Parses text as if it had just arrived from a socket. */
+static int parse(struct ws_request *request, const char *text, struct ws_refusal *refusal)
+{
+    memset(request, 0, sizeof *request);
+    request->length = strlen(text);
+    memcpy(request->data, text, request->length);
+    return ws_parse_request(request, refusal);
+}
+
+START_TEST(test_parse_reads_request_line_and_headers)
+{
+    static struct ws_request request;
+    struct ws_refusal refusal;
+    ck_assert_int_eq(parse(&request, GOOD_REQUEST, &refusal), 0);
+    ck_assert_str_eq(request.method, "GET");
+    ck_assert_str_eq(request.target, "/chat");
+    ck_assert_str_eq(request.version, "HTTP/1.1");
+    ck_assert_uint_eq(request.header_count, 6);
+    ck_assert_str_eq(ws_request_header(&request, "host"), "server.example.com");
+    ck_assert_str_eq(ws_request_header(&request, "SEC-WEBSOCKET-VERSION"), "13");
+    ck_assert_ptr_null(ws_request_header(&request, "Cookie"));
+    ck_assert_uint_eq(request.header_length, strlen(GOOD_REQUEST));
+}
+END_TEST
+
+START_TEST(test_parse_waits_for_the_blank_line)
+{
+    static struct ws_request request;
+    struct ws_refusal refusal;
+    ck_assert_int_eq(parse(&request, "GET / HTTP/1.1\r\nHost: a\r\n", &refusal), 1);
+    ck_assert_int_eq(parse(&request, "GET / HTTP/1.1\r\nHost: a\r\n\r", &refusal), 1);
+}
+END_TEST
+
+START_TEST(test_parse_keeps_bytes_after_the_headers)
+{
+    static struct ws_request request;
+    struct ws_refusal refusal;
+    ck_assert_int_eq(parse(&request, "GET / HTTP/1.1\r\nHost: a\r\n\r\nFRAME", &refusal), 0);
+    ck_assert_uint_eq(request.length - request.header_length, 5);
+    ck_assert_int_eq(memcmp(request.data + request.header_length, "FRAME", 5), 0);
+}
+END_TEST
+
+START_TEST(test_parse_accepts_bare_line_feeds_and_trims_values)
+{
+    static struct ws_request request;
+    struct ws_refusal refusal;
+    ck_assert_int_eq(parse(&request, "GET / HTTP/1.1\nHost:   a.b  \nX-Empty:\n\n", &refusal), 0);
+    ck_assert_str_eq(ws_request_header(&request, "Host"), "a.b");
+    ck_assert_str_eq(ws_request_header(&request, "X-Empty"), "");
+}
+END_TEST
+
+/* Malformed requests, each with the status it must be refused with. */
+static const struct {
+    const char *text;
+    int status;
+} BAD_REQUESTS[] = {
+    {"GET /\r\n\r\n", 400},                              /* two words */
+    {"GET  / HTTP/1.1\r\n\r\n", 400},                    /* empty target */
+    {"GET / HTTP/1.1 extra\r\n\r\n", 400},               /* four words */
+    {"GET / HTTP/1.1\r\nNo colon here\r\n\r\n", 400},    /* header without a colon */
+    {"GET / HTTP/1.1\r\nHost : a\r\n\r\n", 400},         /* space before the colon */
+    {"GET / HTTP/1.1\r\n: value\r\n\r\n", 400},          /* empty header name */
+    {"GET / HTTP/1.1\r\nA: b\r\n  folded\r\n\r\n", 400}, /* obsolete line folding */
+    {"\r\n\r\n", 400},                                   /* no request line */
+};
+
+START_TEST(test_parse_refuses_malformed_requests)
+{
+    static struct ws_request request;
+    struct ws_refusal refusal = {0, NULL};
+    ck_assert_int_eq(parse(&request, BAD_REQUESTS[_i].text, &refusal), -1);
+    ck_assert_int_eq(refusal.status, BAD_REQUESTS[_i].status);
+    ck_assert_ptr_nonnull(refusal.reason);
+}
+END_TEST
+
+START_TEST(test_parse_refuses_a_nul_byte)
+{
+    static struct ws_request request;
+    struct ws_refusal refusal = {0, NULL};
+    memset(&request, 0, sizeof request);
+    memcpy(request.data, "GET / HTTP/1.1\r\nA: \0b\r\n\r\n", 26);
+    request.length = 26;
+    ck_assert_int_eq(ws_parse_request(&request, &refusal), -1);
+    ck_assert_int_eq(refusal.status, 400);
+}
+END_TEST
+
+START_TEST(test_parse_refuses_too_many_headers_with_431)
+{
+    static struct ws_request request;
+    static char text[WS_MAX_REQUEST_SIZE];
+    struct ws_refusal refusal = {0, NULL};
+    strcpy(text, "GET / HTTP/1.1\r\n");
+    for (int i = 0; i <= WS_MAX_HEADERS; i++)
+        strcat(text, "X: y\r\n");
+    strcat(text, "\r\n");
+    ck_assert_int_eq(parse(&request, text, &refusal), -1);
+    ck_assert_int_eq(refusal.status, 431);
+}
+END_TEST
+
+/* ==== Is it a WebSocket request? (RFC 6455 §4.2.1) ====================== */
+
+/* Builds GOOD_REQUEST with one line replaced (or removed, if replacement is
+ * ""), parses it, and returns what ws_is_websocket_request() decided. */
+static int handshake_status(const char *line_start, const char *replacement)
+{
+    static struct ws_request request;
+    char text[1024];
+    const char *at = strstr(GOOD_REQUEST, line_start);
+    ck_assert_ptr_nonnull(at);
+    const char *after = strstr(at, "\r\n") + 2;
+    snprintf(text, sizeof text, "%.*s%s%s", (int)(at - GOOD_REQUEST), GOOD_REQUEST, replacement,
+             after);
+    struct ws_refusal refusal = {0, NULL};
+    ck_assert_int_eq(parse(&request, text, &refusal), 0);
+    if (ws_is_websocket_request(&request, &refusal))
+        return 101;
+    ck_assert_ptr_nonnull(refusal.reason);
+    return refusal.status;
+}
+
+START_TEST(test_handshake_accepts_the_rfc_example)
+{
+    ck_assert_int_eq(handshake_status("Origin:", "Origin: http://example.com\r\n"), 101);
+}
+END_TEST
+
+START_TEST(test_handshake_header_values_are_case_insensitive_lists)
+{
+    ck_assert_int_eq(handshake_status("Upgrade:", "upgrade: WebSocket\r\n"), 101);
+    ck_assert_int_eq(handshake_status("Connection:", "Connection: keep-alive, Upgrade\r\n"), 101);
+    ck_assert_int_eq(handshake_status("Connection:", "Connection: keep-alive,upgrade \r\n"), 101);
+    ck_assert_int_eq(handshake_status("Connection:", "Connection: Upgraded\r\n"), 400);
+}
+END_TEST
+
+START_TEST(test_handshake_accepts_any_path_and_later_http)
+{
+    ck_assert_int_eq(handshake_status("GET", "GET /any/path?x=1 HTTP/1.1\r\n"), 101);
+    ck_assert_int_eq(handshake_status("GET", "GET / HTTP/2.0\r\n"), 101);
+}
+END_TEST
+
+/* Requests that break one rule, and the status each must get. */
+static const struct {
+    const char *line_start;
+    const char *replacement;
+    int status;
+} BAD_HANDSHAKES[] = {
+    {"GET", "POST /chat HTTP/1.1\r\n", 400},
+    {"GET", "GET /chat HTTP/1.0\r\n", 400},
+    {"GET", "GET /chat HTTPS/1.1\r\n", 400},
+    {"Host:", "", 400},
+    {"Upgrade:", "", 400},
+    {"Upgrade:", "Upgrade: h2c\r\n", 400},
+    {"Connection:", "", 400},
+    {"Connection:", "Connection: keep-alive\r\n", 400},
+    {"Sec-WebSocket-Key:", "", 400},
+    {"Sec-WebSocket-Key:", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25j\r\n", 400}, /* 13 bytes */
+    {"Sec-WebSocket-Key:", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=\r\n", 400},
+    {"Sec-WebSocket-Key:", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25j*Q==\r\n", 400},
+    {"Sec-WebSocket-Key:",
+     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+     400},
+    {"Sec-WebSocket-Version:", "", 400},
+    {"Sec-WebSocket-Version:", "Sec-WebSocket-Version: 8\r\n", 426},
+    {"Sec-WebSocket-Version:", "Sec-WebSocket-Version: 14\r\n", 426},
+};
+
+START_TEST(test_handshake_refuses_each_broken_rule)
+{
+    ck_assert_int_eq(handshake_status(BAD_HANDSHAKES[_i].line_start, BAD_HANDSHAKES[_i].replacement),
+                     BAD_HANDSHAKES[_i].status);
+}
+END_TEST
+
+/* ==== Frame headers (RFC 6455 §5.2) ===================================== */
+
+START_TEST(test_decode_small_unmasked_frame)
+{
+    /* RFC 6455 §5.7: a single-frame unmasked text message "Hello". */
+    const uint8_t bytes[] = {0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f};
+    struct ws_frame_header header;
+    ck_assert_int_eq(ws_decode_frame_header(bytes, sizeof bytes, &header), 2);
+    ck_assert(header.fin);
+    ck_assert_uint_eq(header.rsv, 0);
+    ck_assert_int_eq(header.opcode, WS_OPCODE_TEXT);
+    ck_assert(!header.masked);
+    ck_assert_uint_eq(header.payload_length, 5);
+}
+END_TEST
+
+START_TEST(test_decode_masked_frame_reads_the_key)
+{
+    /* RFC 6455 §5.7: a single-frame masked text message "Hello". */
+    const uint8_t bytes[] = {0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58};
+    struct ws_frame_header header;
+    ck_assert_int_eq(ws_decode_frame_header(bytes, sizeof bytes, &header), 6);
+    ck_assert(header.masked);
+    ck_assert_uint_eq(header.payload_length, 5);
+    ck_assert_mem_eq(header.mask_key, bytes + 2, 4);
+}
+END_TEST
+
+START_TEST(test_decode_16_bit_and_64_bit_lengths)
+{
+    /* RFC 6455 §5.7: 256 bytes of binary data, and 64 KiB. */
+    const uint8_t medium[] = {0x82, 0x7E, 0x01, 0x00};
+    const uint8_t large[] = {0x82, 0x7F, 0, 0, 0, 0, 0, 0x01, 0x00, 0x00};
+    struct ws_frame_header header;
+    ck_assert_int_eq(ws_decode_frame_header(medium, sizeof medium, &header), 4);
+    ck_assert_uint_eq(header.payload_length, 256);
+    ck_assert_int_eq(header.opcode, WS_OPCODE_BINARY);
+    ck_assert_int_eq(ws_decode_frame_header(large, sizeof large, &header), 10);
+    ck_assert_uint_eq(header.payload_length, 65536);
+}
+END_TEST
+
+START_TEST(test_decode_reads_fin_rsv_and_opcode_bits)
+{
+    const uint8_t bytes[] = {0x70 | 0x9, 0x80, 1, 2, 3, 4}; /* RSV1-3 set, FIN clear, ping */
+    struct ws_frame_header header;
+    ck_assert_int_eq(ws_decode_frame_header(bytes, sizeof bytes, &header), 6);
+    ck_assert(!header.fin);
+    ck_assert_uint_eq(header.rsv, 7);
+    ck_assert_int_eq(header.opcode, WS_OPCODE_PING);
+}
+END_TEST
+
+START_TEST(test_decode_asks_for_more_bytes_until_the_header_is_whole)
+{
+    const uint8_t bytes[] = {0x82, 0xFF, 0, 0, 0, 0, 0, 1, 0, 0, 9, 9, 9, 9};
+    struct ws_frame_header header;
+    for (size_t available = 0; available < sizeof bytes; available++)
+        ck_assert_int_eq(ws_decode_frame_header(bytes, available, &header), 0);
+    ck_assert_int_eq(ws_decode_frame_header(bytes, sizeof bytes, &header), 14);
+}
+END_TEST
+
+START_TEST(test_decode_refuses_length_with_top_bit_set)
+{
+    const uint8_t bytes[] = {0x82, 0x7F, 0x80, 0, 0, 0, 0, 0, 0, 0};
+    struct ws_frame_header header;
+    ck_assert_int_eq(ws_decode_frame_header(bytes, sizeof bytes, &header), -1);
+}
+END_TEST
+
+/* Lengths at the edges of the three forms, with the header size each needs. */
+static const struct {
+    uint64_t length;
+    size_t size;
+} LENGTH_FORMS[] = {
+    {0, 2}, {125, 2}, {126, 4}, {65535, 4}, {65536, 10}, {(uint64_t)1 << 40, 10},
+};
+
+START_TEST(test_encode_uses_the_shortest_length_form_and_decodes_back)
+{
+    struct ws_frame_header header = {.fin = true, .opcode = WS_OPCODE_BINARY,
+                                     .payload_length = LENGTH_FORMS[_i].length};
+    uint8_t bytes[WS_MAX_FRAME_HEADER];
+    size_t size = ws_encode_frame_header(&header, bytes);
+    ck_assert_uint_eq(size, LENGTH_FORMS[_i].size);
+    ck_assert_uint_eq(bytes[0], 0x82);
+    struct ws_frame_header decoded;
+    ck_assert_int_eq(ws_decode_frame_header(bytes, size, &decoded), (int)size);
+    ck_assert_uint_eq(decoded.payload_length, LENGTH_FORMS[_i].length);
+}
+END_TEST
+
+START_TEST(test_encode_writes_the_rfc_bytes)
+{
+    struct ws_frame_header hello = {.fin = true, .opcode = WS_OPCODE_TEXT, .payload_length = 5};
+    struct ws_frame_header medium = {.fin = true, .opcode = WS_OPCODE_BINARY,
+                                     .payload_length = 256};
+    struct ws_frame_header masked = {.fin = false, .rsv = 1, .opcode = WS_OPCODE_CONTINUATION,
+                                     .masked = true, .mask_key = {1, 2, 3, 4},
+                                     .payload_length = 65536};
+    const uint8_t masked_bytes[] = {0x10, 0xFF, 0, 0, 0, 0, 0, 1, 0, 0, 1, 2, 3, 4};
+    uint8_t bytes[WS_MAX_FRAME_HEADER];
+    ck_assert_uint_eq(ws_encode_frame_header(&hello, bytes), 2);
+    ck_assert_mem_eq(bytes, "\x81\x05", 2);
+    ck_assert_uint_eq(ws_encode_frame_header(&medium, bytes), 4);
+    ck_assert_mem_eq(bytes, "\x82\x7E\x01\x00", 4);
+    ck_assert_uint_eq(ws_encode_frame_header(&masked, bytes), 14);
+    ck_assert_mem_eq(bytes, masked_bytes, 14);
+}
+END_TEST
+
+/* ==== Masking (RFC 6455 §5.3) =========================================== */
+
+START_TEST(test_mask_matches_rfc_example)
+{
+    const uint8_t key[4] = {0x37, 0xfa, 0x21, 0x3d};
+    uint8_t bytes[] = {0x7f, 0x9f, 0x4d, 0x51, 0x58};
+    ws_mask(bytes, sizeof bytes, key, 0);
+    ck_assert_mem_eq(bytes, "Hello", 5);
+    ws_mask(bytes, sizeof bytes, key, 0);
+    ck_assert_mem_eq(bytes, "\x7f\x9f\x4d\x51\x58", 5);
+}
+END_TEST
+
+START_TEST(test_mask_in_pieces_equals_mask_at_once)
+{
+    const uint8_t key[4] = {0xA1, 0x02, 0xF3, 0x44};
+    uint8_t whole[101];
+    uint8_t pieces[101];
+    for (size_t i = 0; i < sizeof whole; i++)
+        whole[i] = pieces[i] = (uint8_t)(i * 7);
+    ws_mask(whole, sizeof whole, key, 0);
+    ws_mask(pieces, 3, key, 0);
+    ws_mask(pieces + 3, 50, key, 3);
+    ws_mask(pieces + 53, 48, key, 53);
+    ck_assert_mem_eq(whole, pieces, sizeof whole);
+}
+END_TEST
+
+/* ==== UTF-8 (RFC 6455 §8.1) ============================================= */
+
+static bool utf8_valid(const char *bytes, size_t len)
+{
+    struct ws_utf8 state = {0};
+    return ws_utf8_validate(&state, (const uint8_t *)bytes, len) && ws_utf8_is_complete(&state);
+}
+
+static const char *VALID_UTF8[] = {
+    "",
+    "Hello, world",
+    "\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5", /* κόσμε */
+    "\xc2\x80",                                     /* U+0080, the first 2-byte character */
+    "\xdf\xbf",                                     /* U+07FF */
+    "\xe0\xa0\x80",                                 /* U+0800, the first 3-byte character */
+    "\xed\x9f\xbf",                                 /* U+D7FF, just below the surrogates */
+    "\xee\x80\x80",                                 /* U+E000, just above them */
+    "\xef\xbf\xbf",                                 /* U+FFFF */
+    "\xf0\x90\x80\x80",                             /* U+10000, the first 4-byte character */
+    "\xf4\x8f\xbf\xbf",                             /* U+10FFFF, the last code point */
+};
+
+static const char *INVALID_UTF8[] = {
+    "\x80",             /* a continuation byte alone */
+    "\xbf",             /* another */
+    "\xc0\xaf",         /* overlong '/' */
+    "\xc1\xbf",         /* overlong U+007F */
+    "\xe0\x80\xaf",     /* overlong '/' in 3 bytes */
+    "\xe0\x9f\xbf",     /* overlong U+07FF */
+    "\xf0\x80\x80\xaf", /* overlong '/' in 4 bytes */
+    "\xf0\x8f\xbf\xbf", /* overlong U+FFFF */
+    "\xed\xa0\x80",     /* U+D800, a surrogate */
+    "\xed\xbf\xbf",     /* U+DFFF */
+    "\xf4\x90\x80\x80", /* U+110000, above the last code point */
+    "\xf5\x80\x80\x80", /* F5 never appears */
+    "\xfe",
+    "\xff",
+    "\xc2",            /* cut short: 2-byte character missing its last byte */
+    "\xe1\x80",        /* cut short */
+    "\xf1\x80\x80",    /* cut short */
+    "\xc2\x41",        /* a start byte followed by ASCII */
+    "a\xce\xba\xed\xa0\x80z",
+};
+
+START_TEST(test_utf8_accepts_valid_text)
+{
+    ck_assert_msg(utf8_valid(VALID_UTF8[_i], strlen(VALID_UTF8[_i])), "valid UTF-8 #%d refused",
+                  _i);
+}
+END_TEST
+
+START_TEST(test_utf8_refuses_invalid_text)
+{
+    ck_assert_msg(!utf8_valid(INVALID_UTF8[_i], strlen(INVALID_UTF8[_i])),
+                  "invalid UTF-8 #%d accepted", _i);
+}
+END_TEST
+
+START_TEST(test_utf8_accepts_characters_split_across_pieces)
+{
+    /* Every split point of a text mixing 1- to 4-byte characters, including
+     * the ones inside a character. */
+    const char *text = "a\xc2\x80\xe2\x82\xac\xf0\x9f\x98\x80z";
+    size_t len = strlen(text);
+    for (size_t split = 0; split <= len; split++) {
+        struct ws_utf8 state = {0};
+        ck_assert(ws_utf8_validate(&state, (const uint8_t *)text, split));
+        ck_assert(ws_utf8_validate(&state, (const uint8_t *)text + split, len - split));
+        ck_assert_msg(ws_utf8_is_complete(&state), "split at %zu", split);
+    }
+}
+END_TEST
+
+START_TEST(test_utf8_knows_when_a_piece_ends_inside_a_character)
+{
+    struct ws_utf8 state = {0};
+    ck_assert(ws_utf8_validate(&state, (const uint8_t *)"\xf0\x9f", 2));
+    ck_assert(!ws_utf8_is_complete(&state));
+    ck_assert(ws_utf8_validate(&state, (const uint8_t *)"\x98\x80", 2));
+    ck_assert(ws_utf8_is_complete(&state));
+}
+END_TEST
+
+START_TEST(test_utf8_fails_at_the_first_impossible_byte)
+{
+    /* F4 90 can never start a valid character (it would be above U+10FFFF),
+     * so the validator must say so after those two bytes, not wait for more. */
+    struct ws_utf8 state = {0};
+    ck_assert(ws_utf8_validate(&state, (const uint8_t *)"ok\xf4", 3));
+    ck_assert(!ws_utf8_validate(&state, (const uint8_t *)"\x90", 1));
+    struct ws_utf8 surrogate = {0};
+    ck_assert(ws_utf8_validate(&surrogate, (const uint8_t *)"\xed", 1));
+    ck_assert(!ws_utf8_validate(&surrogate, (const uint8_t *)"\xa0", 1));
+}
+END_TEST
+
+/* ==== Close codes (RFC 6455 §7.4) ======================================= */
+
+START_TEST(test_close_codes_that_may_be_sent)
+{
+    const unsigned valid[] = {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010,
+                              1011, 1012, 1013, 1014, 3000, 3999, 4000, 4999};
+    for (size_t i = 0; i < sizeof valid / sizeof valid[0]; i++)
+        ck_assert_msg(ws_is_valid_close_status(valid[i]), "%u refused", valid[i]);
+}
+END_TEST
+
+START_TEST(test_close_codes_that_may_not_be_sent)
+{
+    const unsigned invalid[] = {0,    999,  1004, 1005, 1006, 1015, 1016,
+                                1100, 2000, 2999, 5000, 65535};
+    for (size_t i = 0; i < sizeof invalid / sizeof invalid[0]; i++)
+        ck_assert_msg(!ws_is_valid_close_status(invalid[i]), "%u accepted", invalid[i]);
+}
+END_TEST
+
+/* ==== The suite ========================================================= */
+
+#define COUNT(array) ((int)(sizeof(array) / sizeof((array)[0])))
+
+static Suite *ws_suite(void)
+{
+    Suite *suite = suite_create("ws");
+
+    TCase *accept_key = tcase_create("accept key");
+    tcase_add_test(accept_key, test_accept_key_matches_rfc_example);
+    tcase_add_test(accept_key, test_accept_key_differs_for_another_key);
+    suite_add_tcase(suite, accept_key);
+
+    TCase *parsing = tcase_create("request parsing");
+    tcase_add_test(parsing, test_parse_reads_request_line_and_headers);
+    tcase_add_test(parsing, test_parse_waits_for_the_blank_line);
+    tcase_add_test(parsing, test_parse_keeps_bytes_after_the_headers);
+    tcase_add_test(parsing, test_parse_accepts_bare_line_feeds_and_trims_values);
+    tcase_add_loop_test(parsing, test_parse_refuses_malformed_requests, 0, COUNT(BAD_REQUESTS));
+    tcase_add_test(parsing, test_parse_refuses_a_nul_byte);
+    tcase_add_test(parsing, test_parse_refuses_too_many_headers_with_431);
+    suite_add_tcase(suite, parsing);
+
+    TCase *handshake = tcase_create("handshake checks");
+    tcase_add_test(handshake, test_handshake_accepts_the_rfc_example);
+    tcase_add_test(handshake, test_handshake_header_values_are_case_insensitive_lists);
+    tcase_add_test(handshake, test_handshake_accepts_any_path_and_later_http);
+    tcase_add_loop_test(handshake, test_handshake_refuses_each_broken_rule, 0,
+                        COUNT(BAD_HANDSHAKES));
+    suite_add_tcase(suite, handshake);
+
+    TCase *frames = tcase_create("frame headers");
+    tcase_add_test(frames, test_decode_small_unmasked_frame);
+    tcase_add_test(frames, test_decode_masked_frame_reads_the_key);
+    tcase_add_test(frames, test_decode_16_bit_and_64_bit_lengths);
+    tcase_add_test(frames, test_decode_reads_fin_rsv_and_opcode_bits);
+    tcase_add_test(frames, test_decode_asks_for_more_bytes_until_the_header_is_whole);
+    tcase_add_test(frames, test_decode_refuses_length_with_top_bit_set);
+    tcase_add_loop_test(frames, test_encode_uses_the_shortest_length_form_and_decodes_back, 0,
+                        COUNT(LENGTH_FORMS));
+    tcase_add_test(frames, test_encode_writes_the_rfc_bytes);
+    suite_add_tcase(suite, frames);
+
+    TCase *masking = tcase_create("masking");
+    tcase_add_test(masking, test_mask_matches_rfc_example);
+    tcase_add_test(masking, test_mask_in_pieces_equals_mask_at_once);
+    suite_add_tcase(suite, masking);
+
+    TCase *utf8 = tcase_create("UTF-8");
+    tcase_add_loop_test(utf8, test_utf8_accepts_valid_text, 0, COUNT(VALID_UTF8));
+    tcase_add_loop_test(utf8, test_utf8_refuses_invalid_text, 0, COUNT(INVALID_UTF8));
+    tcase_add_test(utf8, test_utf8_accepts_characters_split_across_pieces);
+    tcase_add_test(utf8, test_utf8_knows_when_a_piece_ends_inside_a_character);
+    tcase_add_test(utf8, test_utf8_fails_at_the_first_impossible_byte);
+    suite_add_tcase(suite, utf8);
+
+    TCase *close_codes = tcase_create("close codes");
+    tcase_add_test(close_codes, test_close_codes_that_may_be_sent);
+    tcase_add_test(close_codes, test_close_codes_that_may_not_be_sent);
+    suite_add_tcase(suite, close_codes);
+    return suite;
+}
+
+int main(void)
+{
+    SRunner *runner = srunner_create(ws_suite());
+    srunner_run_all(runner, CK_NORMAL);
+    int failed = srunner_ntests_failed(runner);
+    srunner_free(runner);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
