@@ -116,24 +116,31 @@ void client_close(struct client *client)
     if (client->fd >= 0)
         close(client->fd);
     client->fd = -1;
+    free(client->inbox);
+    client->inbox = NULL;
+    client->capacity = client->in_start = client->in_end = 0;
 }
 
-/* Reads more bytes into the inbox. Returns -1 on timeout, error or EOF. */
+/* Reads more bytes into the inbox, growing it when it is full. Returns -1
+ * on timeout, error or end of stream. */
 static int client_fill(struct client *client)
 {
     if (client->in_start == client->in_end)
         client->in_start = client->in_end = 0;
-    if (client->in_end == sizeof client->inbox) {
-        memmove(client->inbox, client->inbox + client->in_start,
-                client->in_end - client->in_start);
-        client->in_end -= client->in_start;
-        client->in_start = 0;
+    if (client->in_end == client->capacity) {
+        size_t capacity = client->capacity == 0 ? 65536 : 2 * client->capacity;
+        uint8_t *grown = realloc(client->inbox, capacity);
+        if (grown == NULL)
+            return -1;
+        client->inbox = grown;
+        client->capacity = capacity;
     }
     ssize_t n;
     do {
-        n = recv(client->fd, client->inbox + client->in_end,
-                 sizeof client->inbox - client->in_end, 0);
+        n = recv(client->fd, client->inbox + client->in_end, client->capacity - client->in_end, 0);
     } while (n < 0 && errno == EINTR);
+    if (n == 0)
+        client->at_eof = true;
     if (n <= 0)
         return -1;
     client->in_end += (size_t)n;
@@ -179,9 +186,17 @@ int client_send_raw(struct client *client, const void *bytes, size_t length, siz
 {
     const uint8_t *next = bytes;
     while (length > 0) {
+        short events = client->at_eof ? POLLOUT : POLLOUT | POLLIN;
+        struct pollfd ready = {.fd = client->fd, .events = events};
+        if (poll(&ready, 1, CLIENT_TIMEOUT_SECONDS * 1000) <= 0)
+            return -1;
+        if ((ready.revents & POLLIN) && client_fill(client) != 0 && !client->at_eof)
+            return -1;
+        if (!(ready.revents & POLLOUT))
+            continue;
         size_t piece = chop > 0 && chop < length ? chop : length;
-        ssize_t n = send(client->fd, next, piece, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR)
+        ssize_t n = send(client->fd, next, piece, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK))
             continue;
         if (n <= 0)
             return -1;
@@ -330,23 +345,18 @@ char *http_exchange(int port, const char *request, size_t length)
     struct client client;
     if (client_connect(&client, port) != 0)
         return NULL;
-    size_t capacity = 65536;
-    size_t size = 0;
-    char *response = malloc(capacity);
-    if (response == NULL || client_send_raw(&client, request, length, 0) != 0) {
-        free(response);
-        client_close(&client);
-        return NULL;
+    char *response = NULL;
+    if (client_send_raw(&client, request, length, 0) == 0) {
+        while (client_fill(&client) == 0)
+            ;
+        size_t size = client.in_end - client.in_start;
+        response = malloc(size + 1);
+        if (response != NULL && size > 0)
+            memcpy(response, client.inbox + client.in_start, size);
+        if (response != NULL) {
+            response[size] = '\0';
+        }
     }
-    for (;;) {
-        ssize_t n = recv(client.fd, response + size, capacity - 1 - size, 0);
-        if (n <= 0)
-            break;
-        size += (size_t)n;
-        if (size == capacity - 1)
-            break;
-    }
-    response[size] = '\0';
     client_close(&client);
     return response;
 }

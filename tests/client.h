@@ -29,11 +29,16 @@ int server_stop(pid_t pid);
 
 /* ==== A test client ===================================================== */
 
+/* Received bytes not yet used are inbox[in_start] .. inbox[in_end - 1]. The
+ * inbox grows: while the client waits to send, it keeps receiving, as an
+ * asynchronous client does, or a large echo would deadlock both sides. */
 struct client {
     int fd;
-    uint8_t inbox[65536];
+    uint8_t *inbox;
+    size_t capacity;
     size_t in_start;
     size_t in_end;
+    bool at_eof; /* the server ended its side of the connection */
 };
 
 /* A frame as the server sent it; payload is malloc'ed (free with frame_free). */
@@ -55,7 +60,8 @@ int client_open(struct client *client, int port);
 
 void client_close(struct client *client);
 
-/* Sends bytes as they are. chop > 0 sends them chop bytes per write, with
+/* Sends bytes as they are, receiving into the inbox whenever the socket is
+ * not ready for more. chop > 0 sends them chop bytes per write, with
  * TCP_NODELAY, the way Autobahn's "chopped" cases do. */
 int client_send_raw(struct client *client, const void *bytes, size_t length, size_t chop);
 
