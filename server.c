@@ -30,7 +30,7 @@
  * call chain needs about 20 KiB (the 8 KiB request, the notifier's 4 KiB
  * buffer, and libc's own frames), so 128 KiB leaves ample room, while a
  * thousand clients reserve 128 MiB of address space rather than 8 GiB. */
-#define THREAD_STACK_SIZE (128 * 1024)
+#define THREAD_STACK_SIZE ((size_t)128 * 1024)
 
 /* How long the accept loop rests after an error that would only repeat at
  * once, such as running out of file descriptors (EMFILE). */
@@ -45,16 +45,15 @@ struct options {
 
 static void print_usage(FILE *out)
 {
-    fprintf(out,
-            "Usage: server [OPTION]...\n"
-            "An echo server for WebSocket (RFC 6455) clients: every message comes back.\n"
-            "\n"
-            "  -H, --host=ADDRESS  address to listen on (default 127.0.0.1)\n"
-            "  -p, --port=PORT     port to listen on (default 5175; 0 picks a free one)\n"
-            "  -h, --help          show this help and exit\n"
-            "  -V, --version       show the version and exit\n"
-            "\n"
-            "Try it from a browser console: new WebSocket(\"ws://localhost:5175\")\n");
+    fprintf(out, "Usage: server [OPTION]...\n"
+                 "An echo server for WebSocket (RFC 6455) clients: every message comes back.\n"
+                 "\n"
+                 "  -H, --host=ADDRESS  address to listen on (default 127.0.0.1)\n"
+                 "  -p, --port=PORT     port to listen on (default 5175; 0 picks a free one)\n"
+                 "  -h, --help          show this help and exit\n"
+                 "  -V, --version       show the version and exit\n"
+                 "\n"
+                 "Try it from a browser console: new WebSocket(\"ws://localhost:5175\")\n");
 }
 
 static bool is_valid_port(const char *text)
@@ -71,8 +70,10 @@ static bool is_valid_port(const char *text)
 static int parse_options(int argc, char **argv, struct options *options)
 {
     static const struct option long_options[] = {
-        {"host", required_argument, NULL, 'H'}, {"port", required_argument, NULL, 'p'},
-        {"help", no_argument, NULL, 'h'},       {"version", no_argument, NULL, 'V'},
+        {"host", required_argument, NULL, 'H'},
+        {"port", required_argument, NULL, 'p'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
     *options = (struct options){.host = "127.0.0.1", .port = "5175"};
@@ -116,8 +117,8 @@ static void describe_local_address(int fd, char *out, size_t size)
  * resolves to until one works. Returns the socket, or -1 after printing why. */
 static int listen_on(const char *host, const char *port)
 {
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE};
+    struct addrinfo hints = {
+        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
     struct addrinfo *addresses = NULL;
     int error = getaddrinfo(host, port, &hints, &addresses);
     if (error != 0) {

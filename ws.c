@@ -227,8 +227,7 @@ static char *trim_whitespace(char *text)
 /* "Name: value". RFC 9112 §5.1: no whitespace is allowed between the name and
  * the colon, and §5.2: a line starting with whitespace (obsolete folding of a
  * long header over several lines) is refused. */
-static int parse_header_line(struct ws_request *request, char *line,
-                             struct ws_refusal *refusal)
+static int parse_header_line(struct ws_request *request, char *line, struct ws_refusal *refusal)
 {
     char *colon = strchr(line, ':');
     if (colon == NULL || colon == line || strcspn(line, " \t") < (size_t)(colon - line)) {
@@ -330,8 +329,7 @@ static bool list_has_token(const char *list, const char *token)
 
 /* Like list_has_token(), over every header called name: a list header may be
  * sent as several lines (RFC 9110 §5.3). */
-static bool header_has_token(const struct ws_request *request, const char *name,
-                             const char *token)
+static bool header_has_token(const struct ws_request *request, const char *name, const char *token)
 {
     for (size_t i = 0; i < request->header_count; i++) {
         if (strcasecmp(request->headers[i].name, name) == 0 &&
@@ -379,11 +377,10 @@ bool ws_is_websocket_request(const struct ws_request *request, struct ws_refusal
         set_refusal(refusal, 400, "missing Host header");
     else if (!header_has_token(request, "Connection", "Upgrade"))
         set_refusal(refusal, 400, "the Connection header must contain \"Upgrade\"");
-    else if (key == NULL || count_headers(request, "Sec-WebSocket-Key") != 1 ||
-             !is_valid_key(key))
+    else if (key == NULL || count_headers(request, "Sec-WebSocket-Key") != 1 || !is_valid_key(key))
         set_refusal(refusal, 400, "Sec-WebSocket-Key must be one base64-encoded 16-byte value");
-    else if (version == NULL)
-        set_refusal(refusal, 400, "missing Sec-WebSocket-Version header");
+    else if (version == NULL || count_headers(request, "Sec-WebSocket-Version") != 1)
+        set_refusal(refusal, 400, "Sec-WebSocket-Version must be sent once");
     else if (strcmp(version, "13") != 0)
         set_refusal(refusal, 426, "unsupported WebSocket version: this server speaks version 13");
     else
@@ -411,12 +408,11 @@ int ws_refuse(int fd, const struct ws_request *request, const struct ws_refusal 
 
     /* RFC 6455 §4.4: name the version we do speak. RFC 9110 §15.5.22: a 426
      * names the protocol to upgrade to. */
-    const char *extra = refusal->status == 426
-                            ? "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
-                            : "";
+    const char *extra =
+        refusal->status == 426 ? "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n" : "";
     /* A HEAD request gets the headers without the body (RFC 9110 §9.3.2). */
-    bool is_head = request != NULL && request->method != NULL &&
-                   strcmp(request->method, "HEAD") == 0;
+    bool is_head =
+        request != NULL && request->method != NULL && strcmp(request->method, "HEAD") == 0;
     char response[1024];
     int length = snprintf(response, sizeof response,
                           "HTTP/1.1 %d %s\r\n"
@@ -460,8 +456,7 @@ void ws_accept_key(const char *key, char accept[29])
  *   then:    2 or 8 more bytes of length, if those 7 bits say 126 or 127
  *   then:    4 bytes of masking key, if MASK is set
  */
-int ws_decode_frame_header(const uint8_t *bytes, size_t available,
-                           struct ws_frame_header *header)
+int ws_decode_frame_header(const uint8_t *bytes, size_t available, struct ws_frame_header *header)
 {
     if (available < 2)
         return 0;
@@ -495,8 +490,8 @@ size_t ws_encode_frame_header(const struct ws_frame_header *header,
                               uint8_t out[WS_MAX_FRAME_HEADER])
 {
     size_t size = 2;
-    out[0] = (uint8_t)((header->fin ? 0x80 : 0) | (header->rsv & 0x07) << 4 |
-                       (header->opcode & 0x0F));
+    out[0] =
+        (uint8_t)((header->fin ? 0x80 : 0) | (header->rsv & 0x07) << 4 | (header->opcode & 0x0F));
     uint8_t mask_bit = header->masked ? 0x80 : 0;
     uint64_t length = header->payload_length;
 
@@ -655,19 +650,18 @@ static int send_frame(struct ws *ws, bool fin, enum ws_opcode opcode, const void
  * empty close frame, as .NET does. */
 static int send_close_frame(struct ws *ws, enum ws_close_status status, const char *reason)
 {
-    size_t reason_length = reason != NULL ? strlen(reason) : 0;
-    if (status == WS_CLOSE_NO_STATUS_RECEIVED) {
-        reason_length = 0;
-    } else if (!ws_is_valid_close_status(status) || reason_length > WS_MAX_CLOSE_REASON) {
-        errno = EINVAL;
-        return -1;
-    }
     uint8_t payload[WS_MAX_CONTROL_PAYLOAD];
     size_t length = 0;
     if (status != WS_CLOSE_NO_STATUS_RECEIVED) {
-        payload[0] = (uint8_t)(status >> 8);
+        size_t reason_length = reason != NULL ? strnlen(reason, WS_MAX_CLOSE_REASON + 1) : 0;
+        if (!ws_is_valid_close_status(status) || reason_length > WS_MAX_CLOSE_REASON) {
+            errno = EINVAL;
+            return -1;
+        }
+        payload[0] = (uint8_t)(status >> 8); /* network byte order */
         payload[1] = (uint8_t)status;
-        memcpy(payload + 2, reason, reason_length);
+        if (reason_length > 0)
+            memcpy(payload + 2, reason, reason_length);
         length = 2 + reason_length;
     }
     ws->close_sent = true;
@@ -683,7 +677,7 @@ int ws_send(struct ws *ws, const void *buf, size_t len, enum ws_message_type typ
     }
     /* RFC 6455 §5.4: only the first frame of a message says text or binary;
      * the frames that continue it say "continuation". */
-    enum ws_opcode opcode = ws->sending_message    ? WS_OPCODE_CONTINUATION
+    enum ws_opcode opcode = ws->sending_message       ? WS_OPCODE_CONTINUATION
                             : type == WS_MESSAGE_TEXT ? WS_OPCODE_TEXT
                                                       : WS_OPCODE_BINARY;
     ws->sending_message = !end_of_message;
@@ -730,8 +724,8 @@ static int receive_more(struct ws *ws)
 static int read_frame_header(struct ws *ws, struct ws_frame_header *header)
 {
     for (;;) {
-        int size = ws_decode_frame_header(ws->inbox + ws->in_start, ws->in_end - ws->in_start,
-                                          header);
+        int size =
+            ws_decode_frame_header(ws->inbox + ws->in_start, ws->in_end - ws->in_start, header);
         if (size > 0) {
             ws->in_start += (size_t)size;
             return 0;
@@ -793,8 +787,7 @@ static const char *frame_header_problem(const struct ws *ws, const struct ws_fra
         return "control frame longer than 125 bytes"; /* §5.5 */
     if (header->opcode == WS_OPCODE_CONTINUATION && !ws->in_message)
         return "continuation frame without a message to continue"; /* §5.4 */
-    if ((header->opcode == WS_OPCODE_TEXT || header->opcode == WS_OPCODE_BINARY) &&
-        ws->in_message)
+    if ((header->opcode == WS_OPCODE_TEXT || header->opcode == WS_OPCODE_BINARY) && ws->in_message)
         return "new message started inside a fragmented message"; /* §5.4 */
     return NULL;
 }
@@ -904,8 +897,7 @@ static void report_close(const struct ws *ws, struct ws_receive_result *result)
     result->message_type = WS_MESSAGE_CLOSE;
     result->end_of_message = true;
     result->close_status = ws->peer_close_status;
-    memcpy(result->close_description, ws->peer_close_description,
-           sizeof result->close_description);
+    memcpy(result->close_description, ws->peer_close_description, sizeof result->close_description);
 }
 
 int ws_receive(struct ws *ws, void *buf, size_t len, struct ws_receive_result *result)

@@ -31,12 +31,12 @@
  * that sends more gets "431 Request Header Fields Too Large", so a client can
  * never make us buffer without end. */
 #define WS_MAX_REQUEST_SIZE 8192
-#define WS_MAX_HEADERS 64
+#define WS_MAX_HEADERS      64
 
 /* RFC 6455 §5.5: a control frame carries at most 125 bytes of payload. A close
  * frame spends 2 of them on the status code, which leaves 123 for the reason. */
 #define WS_MAX_CONTROL_PAYLOAD 125
-#define WS_MAX_CLOSE_REASON 123
+#define WS_MAX_CLOSE_REASON    123
 
 /* The largest frame header: 2 bytes, 8 bytes of extended length, 4 of mask. */
 #define WS_MAX_FRAME_HEADER 14
@@ -186,7 +186,7 @@ int ws_close(struct ws *ws, enum ws_close_status status, const char *description
 
 struct ws_frame_header {
     bool fin;
-    uint8_t rsv;             /* RSV1..RSV3 as a 3-bit number */
+    uint8_t rsv; /* RSV1..RSV3 as a 3-bit number */
     enum ws_opcode opcode;
     bool masked;
     uint8_t mask_key[4];
@@ -196,8 +196,7 @@ struct ws_frame_header {
 /* Decodes a frame header from the first available bytes. Returns the header's
  * size in bytes (2 to 14), 0 if more bytes are needed, or -1 if the header can
  * never be valid (a 64-bit length with its top bit set, RFC 6455 §5.2). */
-int ws_decode_frame_header(const uint8_t *bytes, size_t available,
-                           struct ws_frame_header *header);
+int ws_decode_frame_header(const uint8_t *bytes, size_t available, struct ws_frame_header *header);
 
 /* Encodes header into out and returns its size in bytes (2 to 14), using the
  * shortest of the three length forms. */

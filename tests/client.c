@@ -52,7 +52,9 @@ static int read_listening_port(int fd)
 
 pid_t server_start(int *port)
 {
-    const char *path = getenv("SERVER") != NULL ? getenv("SERVER") : "./server";
+    const char *path = getenv("SERVER");
+    if (path == NULL)
+        path = "./server";
     int out[2];
     if (pipe(out) != 0)
         return -1;
@@ -206,11 +208,14 @@ int client_send_raw(struct client *client, const void *bytes, size_t length, siz
     return 0;
 }
 
-int client_send_frame_ex(struct client *client, bool fin, uint8_t rsv, uint8_t opcode,
-                         bool masked, const void *payload, size_t length, size_t chop)
+int client_send_frame_ex(struct client *client, bool fin, uint8_t rsv, uint8_t opcode, bool masked,
+                         const void *payload, size_t length, size_t chop)
 {
-    struct ws_frame_header header = {.fin = fin, .rsv = rsv, .opcode = (enum ws_opcode)opcode,
-                                     .masked = masked, .payload_length = length};
+    struct ws_frame_header header = {.fin = fin,
+                                     .rsv = rsv,
+                                     .opcode = (enum ws_opcode)opcode,
+                                     .masked = masked,
+                                     .payload_length = length};
     for (int i = 0; i < 4; i++)
         header.mask_key[i] = (uint8_t)rand();
     uint8_t *bytes = malloc(WS_MAX_FRAME_HEADER + length);
@@ -239,8 +244,9 @@ int client_send_close(struct client *client, int code, const char *reason)
     if (code != CLOSE_EMPTY) {
         payload[0] = (uint8_t)(code >> 8);
         payload[1] = (uint8_t)code;
-        size_t reason_length = reason != NULL ? strlen(reason) : 0;
-        memcpy(payload + 2, reason, reason_length);
+        size_t reason_length = reason != NULL ? strnlen(reason, sizeof payload - 2) : 0;
+        if (reason_length > 0)
+            memcpy(payload + 2, reason, reason_length);
         length = 2 + reason_length;
     }
     return client_send_frame(client, true, WS_OPCODE_CLOSE, payload, length);
@@ -261,8 +267,11 @@ int client_read_frame(struct client *client, struct frame *frame)
     if (size < 0)
         return -1;
     client->in_start += (size_t)size;
-    *frame = (struct frame){.fin = header.fin, .rsv = header.rsv, .opcode = header.opcode,
-                            .masked = header.masked, .length = header.payload_length};
+    *frame = (struct frame){.fin = header.fin,
+                            .rsv = header.rsv,
+                            .opcode = header.opcode,
+                            .masked = header.masked,
+                            .length = header.payload_length};
     frame->payload = malloc(frame->length + 1);
     if (frame->payload == NULL)
         return -1;
@@ -353,9 +362,8 @@ char *http_exchange(int port, const char *request, size_t length)
         response = malloc(size + 1);
         if (response != NULL && size > 0)
             memcpy(response, client.inbox + client.in_start, size);
-        if (response != NULL) {
+        if (response != NULL)
             response[size] = '\0';
-        }
     }
     client_close(&client);
     return response;
@@ -390,8 +398,10 @@ void fixture_stop_server(void)
 {
     int status = server_stop(test_server_pid);
     if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGTERM) {
-        fprintf(stderr, "the server under test died before the end of its TCase "
-                        "(wait status %#x)\n", (unsigned)status);
+        fprintf(stderr,
+                "the server under test died before the end of its TCase "
+                "(wait status %#x)\n",
+                (unsigned)status);
         test_server_failures++;
     }
     test_server_pid = -1;

@@ -66,8 +66,8 @@ void client_close(struct client *client);
 int client_send_raw(struct client *client, const void *bytes, size_t length, size_t chop);
 
 /* Sends one frame, masked with a random key (unless masked is false). */
-int client_send_frame_ex(struct client *client, bool fin, uint8_t rsv, uint8_t opcode,
-                         bool masked, const void *payload, size_t length, size_t chop);
+int client_send_frame_ex(struct client *client, bool fin, uint8_t rsv, uint8_t opcode, bool masked,
+                         const void *payload, size_t length, size_t chop);
 
 /* The usual case: a masked frame with no reserved bits, sent in one write. */
 int client_send_frame(struct client *client, bool fin, uint8_t opcode, const void *payload,

@@ -22,12 +22,14 @@
 #include <time.h>
 
 #define COUNT(array) ((int)(sizeof(array) / sizeof((array)[0])))
-#define TEXT WS_OPCODE_TEXT
-#define BINARY WS_OPCODE_BINARY
+#define TEXT         WS_OPCODE_TEXT
+#define BINARY       WS_OPCODE_BINARY
 #define CONTINUATION WS_OPCODE_CONTINUATION
-#define PING WS_OPCODE_PING
-#define PONG WS_OPCODE_PONG
-#define CLOSE WS_OPCODE_CLOSE
+#define PING         WS_OPCODE_PING
+#define PONG         WS_OPCODE_PONG
+#define CLOSE        WS_OPCODE_CLOSE
+#define KiB          ((size_t)1024)
+#define MiB          (1024 * KiB)
 
 /* ==== Helpers =========================================================== */
 
@@ -51,8 +53,8 @@ static void send_with_rsv(struct client *c, uint8_t rsv, uint8_t opcode, const v
 }
 
 /* Sends a message as frames of at most fragment_size bytes. */
-static void send_fragmented(struct client *c, uint8_t opcode, const uint8_t *payload,
-                            size_t length, size_t fragment_size)
+static void send_fragmented(struct client *c, uint8_t opcode, const uint8_t *payload, size_t length,
+                            size_t fragment_size)
 {
     size_t sent = 0;
     do {
@@ -95,7 +97,8 @@ START_TEST(case_1_x_message_of_each_length_is_echoed)
     uint8_t *payload = make_payload(length, text);
     struct client c;
     open_or_fail(&c);
-    send_chopped(&c, true, text ? TEXT : BINARY, payload, length, FRAMING[_i % COUNT(FRAMING)].chop);
+    send_chopped(&c, true, text ? TEXT : BINARY, payload, length,
+                 FRAMING[_i % COUNT(FRAMING)].chop);
     expect_message(&c, text ? TEXT : BINARY, payload, length);
     close_cleanly(&c);
     free(payload);
@@ -255,13 +258,15 @@ START_TEST(case_4_x_reserved_opcodes_fail)
     int step = _i % 5;
     struct client c;
     open_or_fail(&c);
-    if (step >= 2)
+    size_t length = step == 0 || step == 2 ? 0 : 8;
+    if (step < 2) {
+        send_frame(&c, true, opcode, "reserved", length);
+    } else {
         send_frame(&c, true, TEXT, "Hello, world!", 13);
-    send_frame(&c, true, opcode, "reserved", step == 0 || step == 2 ? 0 : 8);
-    if (step >= 2)
+        send_frame(&c, true, opcode, "reserved", length);
         send_frame(&c, true, PING, "", 0);
-    if (step >= 2)
         expect_message(&c, TEXT, "Hello, world!", 13);
+    }
     expect_close(&c, WS_CLOSE_PROTOCOL_ERROR);
 }
 END_TEST
@@ -750,7 +755,7 @@ END_TEST
  * message comes back whole, then the close; the ping is not answered. */
 START_TEST(case_7_1_6_large_message_then_close)
 {
-    size_t length = 256 * 1024;
+    size_t length = 256 * KiB;
     uint8_t *payload = make_payload(length, true);
     struct client c;
     open_or_fail(&c);
@@ -821,8 +826,9 @@ START_TEST(case_7_5_1_close_reason_not_utf8_fails)
 {
     struct client c;
     open_or_fail(&c);
-    ck_assert_int_eq(client_send_close(&c, 1000, "\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5"
-                                                 "\xed\xa0\x80\x65\x64\x69\x74\x65\x64"),
+    ck_assert_int_eq(client_send_close(&c, 1000,
+                                       "\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5"
+                                       "\xed\xa0\x80\x65\x64\x69\x74\x65\x64"),
                      0);
     expect_close(&c, WS_CLOSE_INVALID_PAYLOAD_DATA);
 }
@@ -830,9 +836,8 @@ END_TEST
 
 /* 7.7.1-7.7.13: valid status codes are echoed (1012-1014 have since been
  * registered with IANA and are valid too). */
-static const int VALID_CODES[] = {1000, 1001, 1002, 1003, 1007, 1008, 1009,
-                                  1010, 1011, 1012, 1013, 1014, 3000, 3999,
-                                  4000, 4999};
+static const int VALID_CODES[] = {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010,
+                                  1011, 1012, 1013, 1014, 3000, 3999, 4000, 4999};
 
 START_TEST(case_7_7_valid_close_code_is_echoed)
 {
@@ -844,8 +849,8 @@ START_TEST(case_7_7_valid_close_code_is_echoed)
 END_TEST
 
 /* 7.9.1-7.9.9 and 7.13.1-7.13.2: invalid status codes fail the connection. */
-static const int INVALID_CODES[] = {0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999,
-                                    5000, 65535};
+static const int INVALID_CODES[] = {0,    999,  1004, 1005, 1006, 1015,
+                                    1016, 1100, 2000, 2999, 5000, 65535};
 
 START_TEST(case_7_9_invalid_close_code_fails)
 {
@@ -857,9 +862,6 @@ START_TEST(case_7_9_invalid_close_code_fails)
 END_TEST
 
 /* ==== Section 9: large messages ========================================= */
-
-#define KiB 1024
-#define MiB (1024 * 1024)
 
 /* 9.1.1-9.1.6 (text), 9.2.1-9.2.6 (binary): one frame of each size, echoed
  * through the notifier's 4 KiB buffer. */
@@ -881,7 +883,7 @@ END_TEST
 
 /* 9.3.1-9.3.9 (text), 9.4.1-9.4.9 (binary): a 4 MiB message in fragments of
  * 64 bytes up to 4 MiB. */
-static const size_t FRAGMENT_SIZES[] = {64,      256,      1 * KiB, 4 * KiB, 16 * KiB,
+static const size_t FRAGMENT_SIZES[] = {64,       256,       1 * KiB, 4 * KiB, 16 * KiB,
                                         64 * KiB, 256 * KiB, 1 * MiB, 4 * MiB};
 
 START_TEST(case_9_3_and_9_4_fragmented_4_MiB_message_is_echoed)
@@ -1005,8 +1007,7 @@ static Suite *conformance_suite(void)
     tcase_add_test(utf8, case_6_1_empty_text_messages);
     tcase_add_loop_test(utf8, case_6_4_invalid_utf8_fails_fast, 0, 4);
     tcase_add_loop_test(utf8, case_6_x_utf8_sample_in_one_frame, 0, COUNT(UTF8_SAMPLES));
-    tcase_add_loop_test(utf8, case_6_x_utf8_sample_in_one_byte_fragments, 0,
-                        COUNT(UTF8_SAMPLES));
+    tcase_add_loop_test(utf8, case_6_x_utf8_sample_in_one_byte_fragments, 0, COUNT(UTF8_SAMPLES));
     tcase_add_test(utf8, case_6_7_1_nul_is_valid);
 
     TCase *closing = section(suite, "7 close handling");
@@ -1023,8 +1024,7 @@ static Suite *conformance_suite(void)
     tcase_add_loop_test(closing, case_7_9_invalid_close_code_fails, 0, COUNT(INVALID_CODES));
 
     TCase *large = section(suite, "9 large messages");
-    tcase_add_loop_test(large, case_9_1_and_9_2_large_message_is_echoed, 0,
-                        2 * COUNT(LARGE_SIZES));
+    tcase_add_loop_test(large, case_9_1_and_9_2_large_message_is_echoed, 0, 2 * COUNT(LARGE_SIZES));
     tcase_add_loop_test(large, case_9_3_and_9_4_fragmented_4_MiB_message_is_echoed, 0,
                         2 * COUNT(FRAGMENT_SIZES));
     tcase_add_loop_test(large, case_9_5_and_9_6_chopped_1_MiB_message_is_echoed, 0,

@@ -19,7 +19,7 @@
 
 /* Each length form's edges (RFC 6455 §5.2), and 1 MiB: far larger than the
  * notifier's 4 KiB buffer, so it comes back in many frames. */
-static const size_t ECHO_LENGTHS[] = {0, 125, 126, 65535, 65536, 1024 * 1024};
+static const size_t ECHO_LENGTHS[] = {0, 125, 126, 65535, 65536, (size_t)1024 * 1024};
 
 START_TEST(test_echoes_text_and_binary_at_every_length_form)
 {
@@ -194,7 +194,7 @@ static void send_oversized_length(struct client *c)
 
 static const struct {
     void (*send)(struct client *);
-    unsigned code;
+    int code;
     int frames_echoed_first;
 } PROTOCOL_ERRORS[] = {
     {send_unmasked_frame, 1002, 0},
@@ -286,8 +286,7 @@ static void expect_http(const char *request, size_t length, const char *const *w
     char *response = http_exchange(test_server_port, request, length);
     ck_assert_msg(response != NULL, "no response");
     for (; *want != NULL; want++)
-        ck_assert_msg(strstr(response, *want) != NULL, "expected \"%s\" in:\n%s", *want,
-                      response);
+        ck_assert_msg(strstr(response, *want) != NULL, "expected \"%s\" in:\n%s", *want, response);
     free(response);
 }
 
@@ -371,7 +370,7 @@ START_TEST(test_client_vanishing_mid_echo_does_not_hurt_the_server)
     for (int round = 0; round < 5; round++) {
         struct client gone;
         open_or_fail(&gone);
-        size_t length = 1024 * 1024;
+        size_t length = (size_t)1024 * 1024;
         uint8_t *payload = malloc(length);
         fill_payload(payload, length, false, 7);
         ck_assert_int_eq(client_send_frame(&gone, true, WS_OPCODE_BINARY, payload, length), 0);

@@ -207,17 +207,20 @@ static const struct {
     {"Sec-WebSocket-Key:", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=\r\n", 400},
     {"Sec-WebSocket-Key:", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25j*Q==\r\n", 400},
     {"Sec-WebSocket-Key:",
-     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Key: "
+     "dGhlIHNhbXBsZSBub25jZQ==\r\n",
      400},
     {"Sec-WebSocket-Version:", "", 400},
     {"Sec-WebSocket-Version:", "Sec-WebSocket-Version: 8\r\n", 426},
+    {"Sec-WebSocket-Version:", "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Version: 8\r\n", 400},
     {"Sec-WebSocket-Version:", "Sec-WebSocket-Version: 14\r\n", 426},
 };
 
 START_TEST(test_handshake_refuses_each_broken_rule)
 {
-    ck_assert_int_eq(handshake_status(BAD_HANDSHAKES[_i].line_start, BAD_HANDSHAKES[_i].replacement),
-                     BAD_HANDSHAKES[_i].status);
+    ck_assert_int_eq(
+        handshake_status(BAD_HANDSHAKES[_i].line_start, BAD_HANDSHAKES[_i].replacement),
+        BAD_HANDSHAKES[_i].status);
 }
 END_TEST
 
@@ -302,8 +305,8 @@ static const struct {
 
 START_TEST(test_encode_uses_the_shortest_length_form_and_decodes_back)
 {
-    struct ws_frame_header header = {.fin = true, .opcode = WS_OPCODE_BINARY,
-                                     .payload_length = LENGTH_FORMS[_i].length};
+    struct ws_frame_header header = {
+        .fin = true, .opcode = WS_OPCODE_BINARY, .payload_length = LENGTH_FORMS[_i].length};
     uint8_t bytes[WS_MAX_FRAME_HEADER];
     size_t size = ws_encode_frame_header(&header, bytes);
     ck_assert_uint_eq(size, LENGTH_FORMS[_i].size);
@@ -317,10 +320,13 @@ END_TEST
 START_TEST(test_encode_writes_the_rfc_bytes)
 {
     struct ws_frame_header hello = {.fin = true, .opcode = WS_OPCODE_TEXT, .payload_length = 5};
-    struct ws_frame_header medium = {.fin = true, .opcode = WS_OPCODE_BINARY,
-                                     .payload_length = 256};
-    struct ws_frame_header masked = {.fin = false, .rsv = 1, .opcode = WS_OPCODE_CONTINUATION,
-                                     .masked = true, .mask_key = {1, 2, 3, 4},
+    struct ws_frame_header medium = {
+        .fin = true, .opcode = WS_OPCODE_BINARY, .payload_length = 256};
+    struct ws_frame_header masked = {.fin = false,
+                                     .rsv = 1,
+                                     .opcode = WS_OPCODE_CONTINUATION,
+                                     .masked = true,
+                                     .mask_key = {1, 2, 3, 4},
                                      .payload_length = 65536};
     const uint8_t masked_bytes[] = {0x10, 0xFF, 0, 0, 0, 0, 0, 1, 0, 0, 1, 2, 3, 4};
     uint8_t bytes[WS_MAX_FRAME_HEADER];
@@ -398,10 +404,10 @@ static const char *INVALID_UTF8[] = {
     "\xf5\x80\x80\x80", /* F5 never appears */
     "\xfe",
     "\xff",
-    "\xc2",            /* cut short: 2-byte character missing its last byte */
-    "\xe1\x80",        /* cut short */
-    "\xf1\x80\x80",    /* cut short */
-    "\xc2\x41",        /* a start byte followed by ASCII */
+    "\xc2",         /* cut short: 2-byte character missing its last byte */
+    "\xe1\x80",     /* cut short */
+    "\xf1\x80\x80", /* cut short */
+    "\xc2\x41",     /* a start byte followed by ASCII */
     "a\xce\xba\xed\xa0\x80z",
 };
 
@@ -470,8 +476,8 @@ END_TEST
 
 START_TEST(test_close_codes_that_may_not_be_sent)
 {
-    const unsigned invalid[] = {0,    999,  1004, 1005, 1006, 1015, 1016,
-                                1100, 2000, 2999, 5000, 65535};
+    const unsigned invalid[] = {0,    999,  1004, 1005, 1006, 1015,
+                                1016, 1100, 2000, 2999, 5000, 65535};
     for (size_t i = 0; i < sizeof invalid / sizeof invalid[0]; i++)
         ck_assert_msg(!ws_is_valid_close_status(invalid[i]), "%u accepted", invalid[i]);
 }
