@@ -23,20 +23,26 @@ CRYPTO_LIBS   = $(shell pkg-config --libs libcrypto)
 CHECK_CFLAGS  = $(shell pkg-config --cflags check)
 CHECK_LIBS    = $(shell pkg-config --libs check)
 
-# What a fresh Debian or Ubuntu machine needs besides a C compiler.
-DEBIAN_PACKAGES = pkg-config libssl-dev check python3-websockets
+# What a fresh Debian or Ubuntu machine needs besides a C compiler, to build
+# and to run the tests.
+BUILD_PACKAGES = pkg-config libssl-dev check
+TEST_PACKAGES  = python3-websockets
 
 SERVER_OBJECTS = server.o ws.o notifier.o
 TEST_PROGRAMS  = tests/unit_tests tests/integration_tests tests/conformance_tests
 
-.PHONY: all run test unit integration conformance interop deps lint format format-check clean help
+.PHONY: all run test test-programs unit integration conformance interop deps test-deps lint \
+	format format-check clean help
 
 all: server ## build the server
 
 run: server ## build and start the server on ws://localhost:5175
 	./server
 
-test: unit integration conformance interop ## build and run every test
+test: server $(TEST_PROGRAMS) | test-deps ## build and run every test
+	@PYTHON=$(PYTHON) sh tests/run_all.sh
+
+test-programs: $(TEST_PROGRAMS) ## build the test programs without running them
 
 unit: tests/unit_tests ## unit tests of ws.c (accept key, parsing, frames, UTF-8, close codes)
 	tests/unit_tests
@@ -47,7 +53,7 @@ integration: server tests/integration_tests ## the real server over loopback
 conformance: server tests/conformance_tests ## Autobahn-style protocol cases, sections 1-7, 9, 10
 	tests/conformance_tests
 
-interop: server ## a client nobody here wrote: Python's websockets
+interop: server | test-deps ## a client nobody here wrote: Python's websockets
 	$(PYTHON) tests/interop_websockets.py ./server
 
 server: $(SERVER_OBJECTS)
@@ -68,20 +74,26 @@ tests/conformance_tests: tests/test_conformance.c tests/client.c tests/client.h 
 	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) $(LDFLAGS) -o $@ $< tests/client.c ws.o \
 		$(CHECK_LIBS) $(CRYPTO_LIBS)
 
-# Installs the libraries when pkg-config cannot find them. The command is
-# printed before it runs; on a system without apt-get it is only printed.
-deps: ## install the build and test dependencies if they are missing
-	@if pkg-config --exists libcrypto check 2>/dev/null && \
-	    $(PYTHON) -c 'import websockets' 2>/dev/null; then exit 0; fi; \
+# Installs Debian packages ($(1)) unless the shell test $(2) passes. The
+# command is printed before it runs; on a system without apt-get it is only
+# printed, and make stops.
+define install_if_missing
+	@if $(2); then exit 0; fi; \
 	sudo=; [ "$$(id -u)" = 0 ] || sudo="sudo "; \
-	cmd="$${sudo}apt-get update && $${sudo}apt-get install -y $(DEBIAN_PACKAGES)"; \
+	cmd="$${sudo}apt-get update && $${sudo}apt-get install -y $(1)"; \
 	if ! command -v apt-get >/dev/null 2>&1; then \
-	    echo "Missing libraries. On Debian or Ubuntu: $$cmd"; \
-	    echo "Elsewhere install OpenSSL's libcrypto, Check, pkg-config and Python websockets."; \
+	    echo "Missing: $(1). On Debian or Ubuntu run: $$cmd"; \
 	    exit 1; \
 	fi; \
 	echo "Installing what the build needs: $$cmd"; \
 	sh -c "$$cmd"
+endef
+
+deps: ## install the libraries the build needs, if pkg-config cannot find them
+	$(call install_if_missing,$(BUILD_PACKAGES),pkg-config --exists libcrypto check 2>/dev/null)
+
+test-deps: ## install what the interoperability test needs, if it is missing
+	$(call install_if_missing,$(TEST_PACKAGES),$(PYTHON) -c 'import websockets' 2>/dev/null)
 
 SOURCES = server.c ws.c ws.h notifier.c notifier.h tests/*.c tests/*.h
 

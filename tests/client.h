@@ -15,7 +15,7 @@
 
 #include <check.h>
 
-#define CLIENT_TIMEOUT_SECONDS 10
+#define CLIENT_TIMEOUT_SECONDS 3
 
 /* ==== The server under test ============================================= */
 
