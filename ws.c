@@ -247,6 +247,8 @@ static int parse_header_line(struct ws_request *request, char *line, struct ws_r
 
 int ws_parse_request(struct ws_request *request, struct ws_refusal *refusal)
 {
+    request->method = request->target = request->version = NULL;
+    request->header_count = 0;
     size_t end = find_end_of_headers(request->data, request->length);
     if (end == 0)
         return 1;
@@ -255,7 +257,6 @@ int ws_parse_request(struct ws_request *request, struct ws_refusal *refusal)
         return -1;
     }
     request->header_length = end;
-    request->header_count = 0;
 
     /* Every line of the block, the blank one included, ends with '\n', and
      * take_line() cuts them off one by one until it reaches the blank line. */

@@ -95,9 +95,13 @@ int server_stop(pid_t pid)
 int client_connect(struct client *client, int port)
 {
     memset(client, 0, sizeof *client);
+    client->capacity = 65536;
+    client->inbox = malloc(client->capacity);
     client->fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (client->fd < 0)
+    if (client->inbox == NULL || client->fd < 0) {
+        client_close(client);
         return -1;
+    }
     struct timeval timeout = {.tv_sec = CLIENT_TIMEOUT_SECONDS};
     setsockopt(client->fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
     setsockopt(client->fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
@@ -130,7 +134,7 @@ static int client_fill(struct client *client)
     if (client->in_start == client->in_end)
         client->in_start = client->in_end = 0;
     if (client->in_end == client->capacity) {
-        size_t capacity = client->capacity == 0 ? 65536 : 2 * client->capacity;
+        size_t capacity = 2 * client->capacity;
         uint8_t *grown = realloc(client->inbox, capacity);
         if (grown == NULL)
             return -1;

@@ -119,6 +119,19 @@ START_TEST(test_parse_refuses_malformed_requests)
 }
 END_TEST
 
+START_TEST(test_parse_leaves_no_field_unset_when_it_fails)
+{
+    static struct ws_request request;
+    struct ws_refusal refusal;
+    memset(&request, 0xAB, sizeof request); /* as garbage as an uninitialised stack */
+    request.length = 4;
+    memcpy(request.data, "GET ", 4);
+    ck_assert_int_eq(ws_parse_request(&request, &refusal), 1);
+    ck_assert_ptr_null(request.method);
+    ck_assert_uint_eq(request.header_count, 0);
+}
+END_TEST
+
 START_TEST(test_parse_refuses_a_nul_byte)
 {
     static struct ws_request request;
@@ -502,6 +515,7 @@ static Suite *ws_suite(void)
     tcase_add_test(parsing, test_parse_keeps_bytes_after_the_headers);
     tcase_add_test(parsing, test_parse_accepts_bare_line_feeds_and_trims_values);
     tcase_add_loop_test(parsing, test_parse_refuses_malformed_requests, 0, COUNT(BAD_REQUESTS));
+    tcase_add_test(parsing, test_parse_leaves_no_field_unset_when_it_fails);
     tcase_add_test(parsing, test_parse_refuses_a_nul_byte);
     tcase_add_test(parsing, test_parse_refuses_too_many_headers_with_431);
     suite_add_tcase(suite, parsing);
