@@ -6,9 +6,9 @@
  *   2. The HTTP request                (reading it, bounded; parsing it)
  *   3. The opening handshake           (RFC 6455 §4.2)
  *   4. Frames                          (RFC 6455 §5.2, §5.3)
- *   5. UTF-8                           (RFC 6455 §8.1)
- *   6. Close codes                     (RFC 6455 §7.4)
- *   7. A connection: receive, send, close
+ *   5. A connection: receive, send, close
+ *   6. UTF-8                           (RFC 6455 §8.1)
+ *   7. Close codes                     (RFC 6455 §7.4)
  *
  * Nothing in this file knows what the application does with a message:
  * that is notifier.c's business.
@@ -525,77 +525,7 @@ void ws_mask(uint8_t *bytes, size_t len, const uint8_t key[4], uint64_t offset)
         bytes[i] ^= key[(offset + i) % 4];
 }
 
-/* ==== 5. UTF-8 (RFC 6455 §8.1, Unicode Table 3-7) ======================= */
-
-/* The first byte of a character says how many continuation bytes follow and
- * which values the first of them may take. The narrowed ranges are what rule
- * out overlong forms (E0, F0), UTF-16 surrogates (ED) and code points above
- * U+10FFFF (F4); every other continuation byte is 80..BF. */
-static bool start_character(struct ws_utf8 *state, uint8_t byte)
-{
-    state->lowest_next = 0x80;
-    state->highest_next = 0xBF;
-    if (byte <= 0x7F) {
-        state->bytes_needed = 0;
-    } else if (byte >= 0xC2 && byte <= 0xDF) {
-        state->bytes_needed = 1;
-    } else if (byte >= 0xE0 && byte <= 0xEF) {
-        state->bytes_needed = 2;
-        if (byte == 0xE0)
-            state->lowest_next = 0xA0; /* below: an overlong 3-byte form */
-        if (byte == 0xED)
-            state->highest_next = 0x9F; /* above: a surrogate, U+D800..U+DFFF */
-    } else if (byte >= 0xF0 && byte <= 0xF4) {
-        state->bytes_needed = 3;
-        if (byte == 0xF0)
-            state->lowest_next = 0x90; /* below: an overlong 4-byte form */
-        if (byte == 0xF4)
-            state->highest_next = 0x8F; /* above: beyond U+10FFFF */
-    } else {
-        return false; /* 80..C1 cannot start a character, F5..FF never appear */
-    }
-    return true;
-}
-
-bool ws_utf8_validate(struct ws_utf8 *state, const uint8_t *bytes, size_t len)
-{
-    for (size_t i = 0; i < len; i++) {
-        uint8_t byte = bytes[i];
-        if (state->bytes_needed == 0) {
-            if (!start_character(state, byte))
-                return false;
-        } else {
-            if (byte < state->lowest_next || byte > state->highest_next)
-                return false;
-            state->bytes_needed--;
-            state->lowest_next = 0x80;
-            state->highest_next = 0xBF;
-        }
-    }
-    return true;
-}
-
-bool ws_utf8_is_complete(const struct ws_utf8 *state)
-{
-    return state->bytes_needed == 0;
-}
-
-/* ==== 6. Close codes (RFC 6455 §7.4) ==================================== */
-
-bool ws_is_valid_close_status(unsigned status)
-{
-    /* 1000-1003 and 1007-1011 are defined by RFC 6455 §7.4.1, 1012-1014 were
-     * added to the IANA registry later. 1004 is reserved, and 1005, 1006 and
-     * 1015 mean "no frame said so" and must never be sent (§7.4.1). 3000-3999
-     * are registered by libraries and 4000-4999 are private (§7.4.2). */
-    if (status >= 1000 && status <= 1003)
-        return true;
-    if (status >= 1007 && status <= 1014)
-        return true;
-    return status >= 3000 && status <= 4999;
-}
-
-/* ==== 7. A connection: receive, send, close ============================= */
+/* ==== 5. A connection: receive, send, close ============================= */
 
 struct ws *ws_accept(int fd, const struct ws_request *request)
 {
@@ -754,6 +684,18 @@ static ssize_t read_payload(struct ws *ws, uint8_t *dst, size_t want)
     return (ssize_t)count;
 }
 
+/* Takes exactly length payload bytes of the current frame into dst. */
+static int read_whole_payload(struct ws *ws, uint8_t *dst, size_t length)
+{
+    for (size_t got = 0; got < length;) {
+        ssize_t count = read_payload(ws, dst + got, length - got);
+        if (count < 0)
+            return -1;
+        got += (size_t)count;
+    }
+    return 0;
+}
+
 static bool is_control_opcode(enum ws_opcode opcode)
 {
     return (opcode & 0x08) != 0; /* RFC 6455 §5.5: opcodes 0x8 to 0xF */
@@ -778,18 +720,18 @@ static const char *frame_header_problem(const struct ws *ws, const struct ws_fra
 {
     if (!header->masked)
         return "client frames must be masked"; /* §5.1 */
-    if (header->rsv != 0)
-        return "reserved bits set, but no extension was negotiated"; /* §5.2 */
-    if (!is_known_opcode(header->opcode))
-        return "reserved opcode"; /* §5.2 */
-    if (is_control_opcode(header->opcode) && !header->fin)
-        return "fragmented control frame"; /* §5.5 */
     if (is_control_opcode(header->opcode) && header->payload_length > WS_MAX_CONTROL_PAYLOAD)
         return "control frame longer than 125 bytes"; /* §5.5 */
+    if (is_control_opcode(header->opcode) && !header->fin)
+        return "fragmented control frame"; /* §5.5 */
     if (header->opcode == WS_OPCODE_CONTINUATION && !ws->in_message)
         return "continuation frame without a message to continue"; /* §5.4 */
     if ((header->opcode == WS_OPCODE_TEXT || header->opcode == WS_OPCODE_BINARY) && ws->in_message)
         return "new message started inside a fragmented message"; /* §5.4 */
+    if (header->rsv != 0)
+        return "reserved bits set, but no extension was negotiated"; /* §5.2 */
+    if (!is_known_opcode(header->opcode))
+        return "reserved opcode"; /* §5.2 */
     return NULL;
 }
 
@@ -815,21 +757,19 @@ static int receive_close_frame(struct ws *ws, const uint8_t *payload, size_t len
     return 0;
 }
 
-/* Reads a whole control frame (at most 125 bytes, so it fits in the inbox)
- * and acts on it: a ping is answered with a pong carrying the same payload
- * (§5.5.2), a pong is ignored (§5.5.3), a close is recorded. */
+/* Reads a whole control frame (at most 125 bytes: frame_header_problem()
+ * made sure) and acts on it: a ping is answered with a pong carrying the same
+ * payload (§5.5.2), a pong is ignored (§5.5.3), a close is recorded. A
+ * control frame may come between the frames of a message (§5.4), so it never
+ * touches the message's state; it borrows ws->frame only while it reads. */
 static int handle_control_frame(struct ws *ws, const struct ws_frame_header *header)
 {
     uint8_t payload[WS_MAX_CONTROL_PAYLOAD];
     size_t length = (size_t)header->payload_length;
     ws->frame = *header;
     ws->frame_bytes_read = 0;
-    for (size_t got = 0; got < length;) {
-        ssize_t count = read_payload(ws, payload + got, length - got);
-        if (count < 0)
-            return -1;
-        got += (size_t)count;
-    }
+    if (read_whole_payload(ws, payload, length) != 0)
+        return -1;
     if (header->opcode == WS_OPCODE_CLOSE)
         return receive_close_frame(ws, payload, length);
     if (header->opcode == WS_OPCODE_PING && !ws->close_sent)
@@ -948,4 +888,74 @@ int ws_close(struct ws *ws, enum ws_close_status status, const char *description
         return -1;
     end_tcp_connection(ws->fd);
     return 0;
+}
+
+/* ==== 6. UTF-8 (RFC 6455 §8.1, Unicode Table 3-7) ======================= */
+
+/* The first byte of a character says how many continuation bytes follow and
+ * which values the first of them may take. The narrowed ranges are what rule
+ * out overlong forms (E0, F0), UTF-16 surrogates (ED) and code points above
+ * U+10FFFF (F4); every other continuation byte is 80..BF. */
+static bool start_character(struct ws_utf8 *state, uint8_t byte)
+{
+    state->lowest_next = 0x80;
+    state->highest_next = 0xBF;
+    if (byte <= 0x7F) {
+        state->bytes_needed = 0;
+    } else if (byte >= 0xC2 && byte <= 0xDF) {
+        state->bytes_needed = 1;
+    } else if (byte >= 0xE0 && byte <= 0xEF) {
+        state->bytes_needed = 2;
+        if (byte == 0xE0)
+            state->lowest_next = 0xA0; /* below: an overlong 3-byte form */
+        if (byte == 0xED)
+            state->highest_next = 0x9F; /* above: a surrogate, U+D800..U+DFFF */
+    } else if (byte >= 0xF0 && byte <= 0xF4) {
+        state->bytes_needed = 3;
+        if (byte == 0xF0)
+            state->lowest_next = 0x90; /* below: an overlong 4-byte form */
+        if (byte == 0xF4)
+            state->highest_next = 0x8F; /* above: beyond U+10FFFF */
+    } else {
+        return false; /* 80..C1 cannot start a character, F5..FF never appear */
+    }
+    return true;
+}
+
+bool ws_utf8_validate(struct ws_utf8 *state, const uint8_t *bytes, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        uint8_t byte = bytes[i];
+        if (state->bytes_needed == 0) {
+            if (!start_character(state, byte))
+                return false;
+        } else {
+            if (byte < state->lowest_next || byte > state->highest_next)
+                return false;
+            state->bytes_needed--;
+            state->lowest_next = 0x80;
+            state->highest_next = 0xBF;
+        }
+    }
+    return true;
+}
+
+bool ws_utf8_is_complete(const struct ws_utf8 *state)
+{
+    return state->bytes_needed == 0;
+}
+
+/* ==== 7. Close codes (RFC 6455 §7.4) ==================================== */
+
+bool ws_is_valid_close_status(unsigned status)
+{
+    /* 1000-1003 and 1007-1011 are defined by RFC 6455 §7.4.1, 1012-1014 were
+     * added to the IANA registry later. 1004 is reserved, and 1005, 1006 and
+     * 1015 mean "no frame said so" and must never be sent (§7.4.1). 3000-3999
+     * are registered by libraries and 4000-4999 are private (§7.4.2). */
+    if (status >= 1000 && status <= 1003)
+        return true;
+    if (status >= 1007 && status <= 1014)
+        return true;
+    return status >= 3000 && status <= 4999;
 }
