@@ -150,7 +150,7 @@ static int listen_on(const char *host, const char *port)
     return fd;
 }
 
-/* ==== One thread per client ============================================= */
+/* ==== Serving clients =================================================== */
 
 /* The article's WebSocketController.Get(): a WebSocket request is accepted
  * and handed to the notifier; anything else is answered with an error status

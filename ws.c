@@ -302,6 +302,50 @@ const char *ws_request_header(const struct ws_request *request, const char *name
     return NULL;
 }
 
+static const char *status_text(int status)
+{
+    switch (status) {
+    case 400: return "Bad Request";
+    case 403: return "Forbidden";
+    case 408: return "Request Timeout";
+    case 426: return "Upgrade Required";
+    case 431: return "Request Header Fields Too Large";
+    case 503: return "Service Unavailable";
+    default: return "Error";
+    }
+}
+
+int ws_refuse(int fd, const struct ws_request *request, const struct ws_refusal *refusal)
+{
+    if (refusal->status == 0)
+        return 0; /* the client is gone: there is nobody to answer */
+
+    /* RFC 6455 §4.4: name the version we do speak. RFC 9110 §15.5.22: a 426
+     * names the protocol to upgrade to. */
+    const char *extra =
+        refusal->status == 426 ? "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n" : "";
+    /* A HEAD request gets the headers without the body (RFC 9110 §9.3.2). */
+    bool is_head =
+        request != NULL && request->method != NULL && strcmp(request->method, "HEAD") == 0;
+    char response[1024];
+    int length = snprintf(response, sizeof response,
+                          "HTTP/1.1 %d %s\r\n"
+                          "Content-Type: text/plain; charset=utf-8\r\n"
+                          "Content-Length: %zu\r\n"
+                          "Connection: close\r\n"
+                          "%s\r\n"
+                          "%s",
+                          refusal->status, status_text(refusal->status),
+                          strlen(refusal->reason) + 1, extra, is_head ? "" : refusal->reason);
+    if (!is_head)
+        length += snprintf(response + length, sizeof response - (size_t)length, "\n");
+    int result = send_bytes(fd, response, (size_t)length);
+    end_tcp_connection(fd);
+    return result;
+}
+
+/* ==== 3. The opening handshake (RFC 6455 §4.2) ========================== */
+
 static size_t count_headers(const struct ws_request *request, const char *name)
 {
     size_t count = 0;
@@ -339,8 +383,6 @@ static bool header_has_token(const struct ws_request *request, const char *name,
     }
     return false;
 }
-
-/* ==== 3. The opening handshake (RFC 6455 §4.2) ========================== */
 
 /* "HTTP/1.1" or later. */
 static bool is_http_1_1_or_later(const char *version)
@@ -387,48 +429,6 @@ bool ws_is_websocket_request(const struct ws_request *request, struct ws_refusal
     else
         return true;
     return false;
-}
-
-static const char *status_text(int status)
-{
-    switch (status) {
-    case 400: return "Bad Request";
-    case 403: return "Forbidden";
-    case 408: return "Request Timeout";
-    case 426: return "Upgrade Required";
-    case 431: return "Request Header Fields Too Large";
-    case 503: return "Service Unavailable";
-    default: return "Error";
-    }
-}
-
-int ws_refuse(int fd, const struct ws_request *request, const struct ws_refusal *refusal)
-{
-    if (refusal->status == 0)
-        return 0; /* the client is gone: there is nobody to answer */
-
-    /* RFC 6455 §4.4: name the version we do speak. RFC 9110 §15.5.22: a 426
-     * names the protocol to upgrade to. */
-    const char *extra =
-        refusal->status == 426 ? "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n" : "";
-    /* A HEAD request gets the headers without the body (RFC 9110 §9.3.2). */
-    bool is_head =
-        request != NULL && request->method != NULL && strcmp(request->method, "HEAD") == 0;
-    char response[1024];
-    int length = snprintf(response, sizeof response,
-                          "HTTP/1.1 %d %s\r\n"
-                          "Content-Type: text/plain; charset=utf-8\r\n"
-                          "Content-Length: %zu\r\n"
-                          "Connection: close\r\n"
-                          "%s\r\n"
-                          "%s",
-                          refusal->status, status_text(refusal->status),
-                          strlen(refusal->reason) + 1, extra, is_head ? "" : refusal->reason);
-    if (!is_head)
-        length += snprintf(response + length, sizeof response - (size_t)length, "\n");
-    int result = send_bytes(fd, response, (size_t)length);
-    end_tcp_connection(fd);
-    return result;
 }
 
 void ws_accept_key(const char *key, char accept[29])
