@@ -19,12 +19,15 @@
 #include <netdb.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+
+#define SERVER_VERSION "0.1.0"
 
 /* Each thread gets this much stack instead of the 8 MiB default. Our deepest
  * call chain needs about 20 KiB (the 8 KiB request, the notifier's 4 KiB
@@ -83,7 +86,7 @@ static int parse_options(int argc, char **argv, struct options *options)
         case 'H': options->host = optarg; break;
         case 'p': options->port = optarg; break;
         case 'h': print_usage(stdout); return 1;
-        case 'V': printf("server %s\n", WS_VERSION_STRING); return 1;
+        case 'V': printf("server %s\n", SERVER_VERSION); return 1;
         default: return -1; /* getopt_long has already said what was wrong */
         }
     }

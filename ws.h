@@ -23,8 +23,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define WS_VERSION_STRING "0.1.0"
-
 /* ==== Limits ============================================================ */
 
 /* The request line and headers together may not be longer than this. A client
