@@ -118,8 +118,9 @@ def test_step(n, folder, tally):
 
 
 # A code block in a chapter is preceded by a line naming where it comes from:
-#   <!-- step 5: ws.c -->
-MARKER = re.compile(r"<!--\s*step\s+(\d+):\s*([\w.]+)\s*-->")
+#   <!-- step 5: ws.c -->          a file of step 5
+#   <!-- file: tests/client.c -->  a file of the project (for the chapter on tests)
+MARKER = re.compile(r"<!--\s*(?:step\s+(\d+)|file):\s*([\w./]+)\s*-->")
 FENCE = re.compile(r"^```(\w*)\s*$")
 
 
@@ -137,7 +138,8 @@ def code_blocks(chapter):
         for back in range(start - 1, max(start - 3, -1), -1):
             found = MARKER.search(lines[back])
             if found:
-                marker = (int(found.group(1)), found.group(2))
+                step = int(found.group(1)) if found.group(1) else None
+                marker = (step, found.group(2))
                 break
         i += 1
         body = []
@@ -161,9 +163,11 @@ def check_chapters(tally):
             if not tally.record(marker is not None, f"{where}: C block without a step marker"):
                 continue
             step, file_name = marker
-            path = os.path.join(BUILD, f"step{step:02d}", file_name)
+            folder = PROJECT if step is None else os.path.join(BUILD, f"step{step:02d}")
+            path = os.path.join(folder, file_name)
             source = open(path).read() if os.path.exists(path) else ""
-            tally.record(text in source, f"{where}: block not found in step {step}'s {file_name}")
+            origin = file_name if step is None else f"step {step}'s {file_name}"
+            tally.record(text in source, f"{where}: block not found in {origin}")
     return count
 
 
