@@ -121,6 +121,9 @@ def test_step(n, folder, tally):
 #   <!-- step 5: ws.c -->          a file of step 5
 #   <!-- file: tests/client.c -->  a file of the project (for the chapter on tests)
 MARKER = re.compile(r"<!--\s*(?:step\s+(\d+)|file):\s*([\w./]+)\s*-->")
+# and a step's complete change is quoted, as a diff block, after:
+#   <!-- patch 5 -->
+PATCH_MARKER = re.compile(r"<!--\s*patch\s+(\d+)\s*-->")
 FENCE = re.compile(r"^```(\w*)\s*$")
 
 
@@ -137,9 +140,13 @@ def code_blocks(chapter):
         marker = None
         for back in range(start - 1, max(start - 3, -1), -1):
             found = MARKER.search(lines[back])
+            patch = PATCH_MARKER.search(lines[back])
             if found:
                 step = int(found.group(1)) if found.group(1) else None
                 marker = (step, found.group(2))
+                break
+            if patch:
+                marker = ("patch", int(patch.group(1)))
                 break
         i += 1
         body = []
@@ -150,17 +157,31 @@ def code_blocks(chapter):
         i += 1
 
 
+def check_patch_block(where, step, text, tally, quoted):
+    """A diff block must be the whole patch of its step, exactly."""
+    patch = open(patches()[step - 1]).read() if 1 <= step <= step_count() else None
+    if tally.record(patch == text, f"{where}: not the complete patch of step {step}"):
+        quoted.add(step)
+
+
 def check_chapters(tally):
-    """Every C block must name its step and file, and appear there verbatim."""
+    """Every C block must name its step and file, and appear there verbatim;
+    every step's complete patch must be quoted in some chapter."""
     count = 0
+    quoted = set()
     for chapter in sorted(glob.glob(os.path.join(TUTORIAL, "chapters", "*.md"))):
         name = os.path.basename(chapter)
         for line, language, marker, text in code_blocks(chapter):
+            where = f"{name}:{line}"
+            if language == "diff" and marker and marker[0] == "patch":
+                count += 1
+                check_patch_block(where, marker[1], text, tally, quoted)
+                continue
             if language != "c":
                 continue
             count += 1
-            where = f"{name}:{line}"
-            if not tally.record(marker is not None, f"{where}: C block without a step marker"):
+            if not tally.record(marker is not None and marker[0] != "patch",
+                                f"{where}: C block without a step marker"):
                 continue
             step, file_name = marker
             folder = PROJECT if step is None else os.path.join(BUILD, f"step{step:02d}")
@@ -168,6 +189,8 @@ def check_chapters(tally):
             source = open(path).read() if os.path.exists(path) else ""
             origin = file_name if step is None else f"step {step}'s {file_name}"
             tally.record(text in source, f"{where}: block not found in {origin}")
+    for step in range(1, step_count() + 1):
+        tally.record(step in quoted, f"no chapter quotes the complete patch of step {step}")
     return count
 
 
