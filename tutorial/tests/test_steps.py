@@ -90,6 +90,15 @@ def upgrade_request(key=KEY, version="13"):
             f"Sec-WebSocket-Version: {version}\r\n\r\n").encode()
 
 
+def mask(payload, key):
+    """RFC 6455 §5.3: XOR with the key, repeated; as one big integer, for speed."""
+    if not payload:
+        return payload
+    repeated = (key * (len(payload) // 4 + 1))[:len(payload)]
+    value = int.from_bytes(payload, "big") ^ int.from_bytes(repeated, "big")
+    return value.to_bytes(len(payload), "big")
+
+
 def expected_accept(key=KEY):
     digest = hashlib.sha1((key + GUID).encode()).digest()
     return base64.b64encode(digest).decode()
@@ -118,7 +127,7 @@ class Client:
             header = struct.pack("!BBQ", first, mask_bit | 127, len(payload))
         if masked:
             key = os.urandom(4)
-            payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+            payload = mask(payload, key)
             header += key
         self.connection.sendall(header + payload)
 
