@@ -84,10 +84,10 @@ KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
-def upgrade_request(key=KEY, version="13"):
+def upgrade_request(key=KEY, version="13", extra_headers=""):
     return (f"GET /chat HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
             f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            f"Sec-WebSocket-Version: {version}\r\n\r\n").encode()
+            f"Sec-WebSocket-Version: {version}\r\n{extra_headers}\r\n").encode()
 
 
 def mask(payload, key):
@@ -105,15 +105,19 @@ def expected_accept(key=KEY):
 
 
 class Client:
-    def __init__(self, server):
+    def __init__(self, server, extra_headers=""):
+        """Connects and completes the handshake; extra_headers are added to
+        the request ("Name: value\r\n" each), and self.response keeps the
+        server's answer."""
         self.connection = server.connect()
-        self.connection.sendall(upgrade_request())
+        self.connection.sendall(upgrade_request(extra_headers=extra_headers))
         response = b""
         while b"\r\n\r\n" not in response:
             chunk = self.connection.recv(1)
             assert chunk, "connection closed during the handshake"
             response += chunk
         assert response.startswith(b"HTTP/1.1 101 "), response
+        self.response = response
         self.buffer = b""
 
     def send_frame(self, opcode, payload, fin=True, masked=True, rsv=0):

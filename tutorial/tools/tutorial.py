@@ -220,6 +220,35 @@ def run_project_tests(tally):
             print(f"last step: {program}: {counts.group(0)}")
 
 
+def check_coursework(tally):
+    """Each grader must fail on the project as it is, and pass with its
+    reference solution applied."""
+    graded = 0
+    for solution in sorted(glob.glob(os.path.join(TUTORIAL, "coursework", "*", "solution.patch"))):
+        project = os.path.basename(os.path.dirname(solution))
+        folder = os.path.join(BUILD, f"course-{project}")
+        shutil.rmtree(folder, ignore_errors=True)
+        os.makedirs(folder)
+        for name in SOURCES:
+            shutil.copy(os.path.join(PROJECT, name), folder)
+        grader = [sys.executable, os.path.join(TUTORIAL, "coursework", "grade.py"), project, folder]
+        before = subprocess.run(grader, capture_output=True, text=True, timeout=600)
+        tally.record(before.returncode != 0,
+                     f"coursework {project}: the grader passes the unmodified server")
+        with open(solution) as text:
+            subprocess.run(["patch", "-s", "-p1", "-d", folder], stdin=text, check=True)
+        after = subprocess.run(grader, capture_output=True, text=True, timeout=600)
+        if after.returncode != 0:
+            print(after.stdout + after.stderr)
+        tally.record(after.returncode == 0,
+                     f"coursework {project}: the grader fails the reference solution")
+        last = [line for line in before.stdout.splitlines() if "passed," in line]
+        print(f"coursework {project}: unmodified server: {last[-1] if last else '?'}; "
+              f"with the solution: {after.stdout.strip().splitlines()[-1]}")
+        graded += 1
+    return graded
+
+
 def check():
     tally = Tally()
     tests = 0
@@ -232,7 +261,9 @@ def check():
     blocks = check_chapters(tally)
     check_last_step(tally)
     run_project_tests(tally)
-    print(f"{step_count()} steps, {tests} step tests, {blocks} code blocks checked")
+    projects = check_coursework(tally)
+    print(f"{step_count()} steps, {tests} step tests, {blocks} code blocks, "
+          f"{projects} coursework graders checked")
     print(f"total: {tally.passed} passed, {tally.failed} failed")
     return 0 if tally.failed == 0 else 1
 
