@@ -110,8 +110,7 @@ int client_connect(struct client *client, int port)
     struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (connect(client->fd, (struct sockaddr *)&address, sizeof address) != 0) {
-        close(client->fd);
-        client->fd = -1;
+        client_close(client);
         return -1;
     }
     return 0;
@@ -134,7 +133,7 @@ static int client_fill(struct client *client)
     if (client->in_start == client->in_end)
         client->in_start = client->in_end = 0;
     if (client->in_end == client->capacity) {
-        size_t capacity = 2 * client->capacity;
+        size_t capacity = client->capacity == 0 ? 65536 : 2 * client->capacity;
         uint8_t *grown = realloc(client->inbox, capacity);
         if (grown == NULL)
             return -1;
