@@ -377,28 +377,33 @@ def test_protocol_errors_get_their_close_codes(server):
 
 # ==== Running them ==========================================================
 
-def main():
-    step = int(sys.argv[1])
-    path = os.path.abspath(sys.argv[2])
+def run_tests(tests, path, step, label):
+    """Runs each test against a fresh server at path, reports each one, and
+    prints "N passed, N failed". Returns the exit status: 0 if all passed."""
     passed = failed = 0
-    for since, until, test in TESTS:
-        if not since <= step <= until:
-            continue
+    for test in tests:
         server = Server(path, step)
         try:
             if "step" in test.__code__.co_varnames[:test.__code__.co_argcount]:
                 test(server, step)
             else:
                 test(server)
-            print(f"PASS step {step}: {test.__name__}")
+            print(f"PASS {label}: {test.__name__}")
             passed += 1
         except Exception as error:  # report every failure, then go on
-            print(f"FAIL step {step}: {test.__name__}: {error!r}")
+            print(f"FAIL {label}: {test.__name__}: {error!r}")
             failed += 1
         finally:
             server.stop()
     print(f"{passed} passed, {failed} failed")
     return 0 if failed == 0 else 1
+
+
+def main():
+    step = int(sys.argv[1])
+    path = os.path.abspath(sys.argv[2])
+    tests = [test for since, until, test in TESTS if since <= step <= until]
+    return run_tests(tests, path, step, f"step {step}")
 
 
 if __name__ == "__main__":
