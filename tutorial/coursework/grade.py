@@ -4,8 +4,9 @@
 Usage: grade.py PROJECT [SOURCE]
 
 Builds the server from the C files in SOURCE (default: the project's top
-folder, where students make their changes), starts it on a free loopback
-port for each test in coursework/PROJECT/tests.py, and prints
+folder, where students make their changes), starts it (with the project's
+SERVER_OPTIONS, if any) on a free loopback port for each test in
+coursework/PROJECT/tests.py, and prints
 "N passed, N failed". Exits 0 only when every test passes.
 """
 import importlib.util
@@ -31,7 +32,7 @@ def build(source, binary):
         print(f"warnings:\n{result.stderr}")
 
 
-def load_tests(project):
+def load_project(project):
     path = os.path.join(HERE, project, "tests.py")
     if not os.path.exists(path):
         projects = [os.path.basename(os.path.dirname(p))
@@ -40,7 +41,7 @@ def load_tests(project):
     spec = importlib.util.spec_from_file_location(f"{project}_tests", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.TESTS
+    return module
 
 
 def main(argv):
@@ -49,12 +50,14 @@ def main(argv):
         return 2
     project = argv[1]
     source = os.path.abspath(argv[2] if len(argv) == 3 else os.path.dirname(TUTORIAL))
-    tests = load_tests(project)
+    module = load_project(project)
+    tests = module.TESTS
     binary = os.path.join(TUTORIAL, "build", f"grade-{project}-server")
     os.makedirs(os.path.dirname(binary), exist_ok=True)
     build(source, binary)
     # A finished server takes the options of step 2 on, whatever the step number.
-    return test_steps.run_tests(tests, binary, step=99, label=project)
+    options = getattr(module, "SERVER_OPTIONS", ())
+    return test_steps.run_tests(tests, binary, step=99, label=project, options=options)
 
 
 if __name__ == "__main__":

@@ -35,9 +35,9 @@ def step_test(since, until=99):
 class Server:
     """Starts the step's server on a free loopback port; stops it by pid."""
 
-    def __init__(self, path, step):
+    def __init__(self, path, step, options=()):
         # Step 1 takes the port as its only argument; options come in step 2.
-        arguments = ["0"] if step == 1 else ["--port", "0"]
+        arguments = ["0"] if step == 1 else ["--port", "0", *options]
         self.process = subprocess.Popen([path] + arguments, stdout=subprocess.PIPE)
         line = self.read_line()
         self.port = int(line.rsplit(b":", 1)[1].split()[0])
@@ -377,12 +377,18 @@ def test_protocol_errors_get_their_close_codes(server):
 
 # ==== Running them ==========================================================
 
-def run_tests(tests, path, step, label):
-    """Runs each test against a fresh server at path, reports each one, and
-    prints "N passed, N failed". Returns the exit status: 0 if all passed."""
+def run_tests(tests, path, step, label, options=()):
+    """Runs each test against a fresh server at path (started with options),
+    reports each one, and prints "N passed, N failed". Returns the exit
+    status: 0 if all passed."""
     passed = failed = 0
     for test in tests:
-        server = Server(path, step)
+        try:
+            server = Server(path, step, options)
+        except Exception as error:  # the server did not start: every test fails
+            print(f"FAIL {label}: {test.__name__}: the server did not start: {error!r}")
+            failed += 1
+            continue
         try:
             if "step" in test.__code__.co_varnames[:test.__code__.co_argcount]:
                 test(server, step)
