@@ -27,12 +27,13 @@ CHECK_LIBS    = $(shell pkg-config --libs check)
 # and to run the tests.
 BUILD_PACKAGES = pkg-config libssl-dev check
 TEST_PACKAGES  = python3-websockets
+BENCH_PACKAGES = nodejs npm
 
 SERVER_OBJECTS = server.o ws.o notifier.o
 TEST_PROGRAMS  = tests/unit_tests tests/integration_tests tests/conformance_tests
 
 .PHONY: all run test test-programs unit integration conformance interop deps test-deps lint \
-	format format-check clean help
+	format format-check bench bench-deps bench-smoke clean help
 
 all: server ## build the server
 
@@ -74,6 +75,21 @@ tests/conformance_tests: tests/test_conformance.c tests/client.c tests/client.h 
 	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) $(LDFLAGS) -o $@ $< tests/client.c ws.o \
 		$(CHECK_LIBS) $(CRYPTO_LIBS)
 
+bench/loadgen: bench/loadgen.c ws.o ws.h | deps
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ bench/loadgen.c ws.o $(CRYPTO_LIBS)
+
+bench/peers/tcp_echo: bench/peers/tcp_echo.c
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $<
+
+bench: server bench/loadgen bench/peers/tcp_echo | test-deps bench-deps ## ours vs Node ws, Python websockets, TCP echo
+	$(PYTHON) bench/run.py
+
+bench-deps: ## install Node.js and npm for the benchmark's Node ws peer, if missing
+	$(call install_if_missing,$(BENCH_PACKAGES),command -v node >/dev/null && command -v npm >/dev/null)
+
+bench-smoke: server bench/loadgen ## every benchmark mode for a second, against our server only
+	$(PYTHON) bench/run.py --smoke
+
 # Installs Debian packages ($(1)) unless the shell test $(2) passes. The
 # command is printed before it runs; on a system without apt-get it is only
 # printed, and make stops.
@@ -111,7 +127,7 @@ format-check: ## fail if a source is not formatted
 	clang-format --dry-run --Werror $(SOURCES)
 
 clean: ## remove everything the build made
-	rm -f server *.o $(TEST_PROGRAMS)
+	rm -f server *.o $(TEST_PROGRAMS) bench/loadgen bench/peers/tcp_echo
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | \

@@ -1,0 +1,200 @@
+#!/usr/bin/env python3
+"""The benchmark: our server beside Node's ws, Python's websockets and a plain
+thread-per-connection TCP echo, on this machine, in one run.
+
+Usage: run.py [--rounds N] [--smoke]
+
+Every scenario runs against every server once per round, servers interleaved,
+and the table shows the median of the rounds, with the ratio ours/peer. The
+table is printed and written to bench/results/latest.md (not with --smoke,
+which runs every mode for a second or two against our server only, so that
+the benchmark never rots). Loopback only; every server is stopped by its pid.
+"""
+import argparse
+import os
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+PROJECT = os.path.dirname(BENCH)
+LOADGEN = os.path.join(BENCH, "loadgen")
+NODE_MODULES = os.path.join(BENCH, "node", "node_modules")
+
+SERVERS = {
+    "ours": [os.path.join(PROJECT, "server"), "--port", "0"],
+    "node ws": ["node", os.path.join(BENCH, "peers", "node_ws_echo.js"), "0"],
+    "python websockets": ["/usr/bin/python3",
+                          os.path.join(BENCH, "peers", "python_websockets_echo.py"), "0"],
+    "tcp echo": [os.path.join(BENCH, "peers", "tcp_echo"), "0"],
+}
+
+# (name, loadgen arguments, the figures shown, servers it applies to)
+WS = ["ours", "node ws", "python websockets"]
+ALL = WS + ["tcp echo"]
+SCENARIOS = [
+    ("64 B echo, 1 connection", "echo --connections 1 --size 64",
+     ["messages_per_s", "p50_us", "p99_us"], ALL),
+    ("64 B echo, 100 connections", "echo --connections 100 --size 64 --threads 2",
+     ["messages_per_s", "p50_us", "p99_us"], ALL),
+    ("4 KiB echo, 100 connections", "echo --connections 100 --size 4096 --threads 2",
+     ["messages_per_s", "mb_per_s"], ALL),
+    ("1 MiB messages, 1 connection", "large --size 1048576", ["mb_per_s"], WS),
+    ("16 MiB messages, 1 connection", "large --size 16777216", ["mb_per_s"], WS),
+    ("handshakes, 8 clients", "handshake --connections 8", ["handshakes_per_s"], WS),
+    ("10,000 idle connections held", "hold --connections 10000 --threads 2",
+     ["held", "kib_per_connection", "server_threads"], WS),
+]
+# Figures where less is better (the ratio still reads ours/peer).
+LOWER_IS_BETTER = {"p50_us", "p99_us", "p999_us", "kib_per_connection", "server_threads"}
+
+
+def raise_fd_limit():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def start(name):
+    env = dict(os.environ, NODE_PATH=NODE_MODULES)
+    process = subprocess.Popen(SERVERS[name], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                               env=env, preexec_fn=raise_fd_limit)
+    line = process.stdout.readline().decode()
+    port = int(re.search(r":(\d+)", line.split("Listening on")[1]).group(1))
+    return process, port
+
+
+def stop(process):
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as status:
+        return int(re.search(r"^VmRSS:\s+(\d+)", status.read(), re.M).group(1))
+
+
+def run_loadgen(arguments, port, seconds, raw, pid):
+    command = [LOADGEN] + arguments.split() + ["--port", str(port), "--seconds", str(seconds)]
+    if raw:
+        command.append("--raw")
+    if pid:
+        command += ["--pid", str(pid)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 120)
+    figures = dict(pair.split("=") for pair in result.stdout.split())
+    return {key: float(value) for key, value in figures.items()}
+
+
+def measure(name, scenario, seconds, connections_scale):
+    title, arguments, wanted, servers = scenario
+    if connections_scale != 1:
+        arguments = re.sub(r"--connections (\d+)",
+                           lambda m: f"--connections {max(2, int(int(m.group(1)) * connections_scale))}",
+                           arguments)
+    process, port = start(name)
+    try:
+        time.sleep(0.2)
+        baseline = rss_kb(process.pid)
+        hold = arguments.startswith("hold")
+        figures = run_loadgen(arguments, port, seconds if not hold else max(2, seconds * 6),
+                              raw=name == "tcp echo", pid=process.pid if hold else 0)
+        if hold:
+            connections = int(figures["of"])
+            figures["kib_per_connection"] = (figures["server_rss_kb"] - baseline) / connections
+        return figures
+    finally:
+        stop(process)
+
+
+def format_figure(key, value):
+    if value is None:
+        return "-"
+    if key == "mb_per_s":
+        return f"{value:.0f}"
+    if key == "kib_per_connection":
+        return f"{value:.1f}"
+    return f"{value:.0f}"
+
+
+def table(results, servers):
+    peers = [s for s in servers if s != "ours"]
+    header = "| " + " | ".join(["scenario", "figure", "ours"] +
+                               [f"{p} | ours/{p}" for p in peers]) + " |"
+    lines = [header, "|" + "---|" * (3 + 2 * len(peers))]
+    for title, _, wanted, applies in SCENARIOS:
+        if not any(scenario == title for scenario, _ in results):
+            continue
+        for key in wanted:
+            def median(server):
+                values = [r[key] for r in results.get((title, server), []) if key in r]
+                return statistics.median(values) if values else None
+            ours = median("ours")
+            row = [title, key, format_figure(key, ours)]
+            for peer in peers:
+                theirs = median(peer) if peer in applies else None
+                ratio = f"{ours / theirs:.2f}" if ours is not None and theirs else "-"
+                row += [format_figure(key, theirs), ratio]
+            lines.append("| " + " | ".join(row) + " |")
+    errors = {}
+    for (title, server), runs in results.items():
+        errors[server] = errors.get(server, 0) + int(sum(r.get("errors", 0) for r in runs))
+    return "\n".join(lines), errors
+
+
+def ensure_node_ws():
+    if os.path.isdir(os.path.join(NODE_MODULES, "ws")):
+        return
+    print("installing Node's ws into bench/node (npm install --prefix bench/node ws@8)")
+    subprocess.run(["npm", "install", "--prefix", os.path.join(BENCH, "node"), "ws@8",
+                    "--no-audit", "--no-fund", "--no-save"], check=True)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--only", help="run only the scenarios whose name contains this")
+    parser.add_argument("--servers", help="comma-separated, e.g. ours,node ws")
+    options = parser.parse_args()
+    servers = ["ours"] if options.smoke else list(SERVERS)
+    if options.servers:
+        servers = options.servers.split(",")
+    scenarios = [s for s in SCENARIOS if not options.only or options.only in s[0]]
+    rounds, seconds, scale = (1, 1, 0.01) if options.smoke else (options.rounds, options.seconds, 1)
+    if not options.smoke:
+        ensure_node_ws()
+    results = {}
+    for round_number in range(1, rounds + 1):
+        for scenario in scenarios:
+            for name in servers:
+                if name not in scenario[3]:
+                    continue
+                figures = measure(name, scenario, seconds, scale)
+                results.setdefault((scenario[0], name), []).append(figures)
+                print(f"round {round_number}: {scenario[0]}: {name}: "
+                      + " ".join(f"{k}={format_figure(k, figures.get(k))}" for k in scenario[2])
+                      + f" errors={figures.get('errors', 0):.0f}", flush=True)
+    text, errors = table(results, servers)
+    print()
+    print(text)
+    print(f"\nerrors counted by the load generator: {errors}")
+    if not options.smoke and not options.only and not options.servers:
+        with open(os.path.join(BENCH, "results", "latest.md"), "w") as out:
+            out.write(f"# Benchmark results\n\nMedians of {rounds} rounds, servers interleaved, "
+                      f"{seconds:g} s per echo scenario, on this machine ({os.cpu_count()} cores, "
+                      f"load generator and server sharing them). Made by `make bench` on "
+                      f"{time.strftime('%Y-%m-%d')}.\n\n{text}\n\n"
+                      f"Errors counted by the load generator: {errors}.\n")
+    # Our server must not lose a byte; a peer's errors are reported, not ours to fix.
+    return 0 if errors.get("ours", 0) == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
