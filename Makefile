@@ -33,7 +33,7 @@ SERVER_OBJECTS = server.o ws.o notifier.o
 TEST_PROGRAMS  = tests/unit_tests tests/integration_tests tests/conformance_tests
 
 .PHONY: all run test test-programs unit integration conformance interop deps test-deps lint \
-	format format-check bench bench-deps bench-smoke clean help
+	format format-check bench bench-deps bench-smoke sanitize clean help
 
 all: server ## build the server
 
@@ -89,6 +89,19 @@ bench-deps: ## install Node.js and npm for the benchmark's Node ws peer, if miss
 
 bench-smoke: server bench/loadgen ## every benchmark mode for a second, against our server only
 	$(PYTHON) bench/run.py --smoke
+
+# The whole test suite again, under the sanitizers: AddressSanitizer and
+# UndefinedBehaviorSanitizer (memory errors, undefined behaviour), then
+# ThreadSanitizer (data races). A report aborts the server or the test, and
+# the suite fails. Sanitized code is slower: Check's timeouts are multiplied.
+SANITIZE_RUN = $(MAKE) --no-print-directory clean >/dev/null && \
+	CK_TIMEOUT_MULTIPLIER=10 $(MAKE) --no-print-directory test CC=clang
+
+sanitize: ## every test under ASan+UBSan, then under TSan
+	$(SANITIZE_RUN) CFLAGS="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+		-fno-sanitize-recover=all" LDFLAGS="-fsanitize=address,undefined"
+	$(SANITIZE_RUN) CFLAGS="-O1 -g -fsanitize=thread" LDFLAGS="-fsanitize=thread"
+	$(MAKE) --no-print-directory clean >/dev/null
 
 # Installs Debian packages ($(1)) unless the shell test $(2) passes. The
 # command is printed before it runs; on a system without apt-get it is only
