@@ -33,7 +33,7 @@ SERVER_OBJECTS = server.o ws.o notifier.o
 TEST_PROGRAMS  = tests/unit_tests tests/integration_tests tests/conformance_tests
 
 .PHONY: all run test test-programs unit integration conformance interop deps test-deps lint \
-	format format-check bench bench-deps bench-smoke sanitize clean help
+	format format-check bench bench-deps bench-smoke sanitize valgrind clean help
 
 all: server ## build the server
 
@@ -102,6 +102,20 @@ sanitize: ## every test under ASan+UBSan, then under TSan
 		-fno-sanitize-recover=all" LDFLAGS="-fsanitize=address,undefined"
 	$(SANITIZE_RUN) CFLAGS="-O1 -g -fsanitize=thread" LDFLAGS="-fsanitize=thread"
 	$(MAKE) --no-print-directory clean >/dev/null
+
+# The integration tests against the server running under valgrind: every
+# server's report must be empty (no memory error, no definite leak).
+VALGRIND_LOGS = build/valgrind
+
+valgrind: server tests/integration_tests ## the integration tests with the server under valgrind
+	@command -v valgrind >/dev/null || { echo "valgrind is missing: apt-get install valgrind"; exit 1; }
+	rm -rf $(VALGRIND_LOGS) && mkdir -p $(VALGRIND_LOGS)
+	SERVER=tests/valgrind_server.sh VALGRIND_LOGS=$(VALGRIND_LOGS) CK_TIMEOUT_MULTIPLIER=20 \
+		tests/integration_tests
+	@reports=$$(find $(VALGRIND_LOGS) -name '*.log' | wc -l); \
+	dirty=$$(find $(VALGRIND_LOGS) -name '*.log' -size +0 | wc -l); \
+	echo "valgrind: $$reports servers checked, $$dirty with errors or definite leaks"; \
+	if [ "$$dirty" -ne 0 ]; then cat $$(find $(VALGRIND_LOGS) -name '*.log' -size +0); exit 1; fi
 
 # Installs Debian packages ($(1)) unless the shell test $(2) passes. The
 # command is printed before it runs; on a system without apt-get it is only
