@@ -867,11 +867,11 @@ static void report_close(const struct ws *ws, struct ws_receive_result *result)
 int ws_receive(struct ws *ws, void *buf, size_t len, struct ws_receive_result *result)
 {
     memset(result, 0, sizeof *result);
+    if (ws->failed) {
+        errno = ECONNRESET; /* a failed connection stays failed */
+        return -1;
+    }
     while (!ws->close_received && !ws->in_frame) {
-        if (ws->failed) {
-            errno = ECONNRESET;
-            return -1;
-        }
         if (next_frame(ws) != 0)
             return -1;
     }

@@ -6,9 +6,12 @@
 #include "../ws.h"
 
 #include <check.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 /* ==== The accept key (RFC 6455 §1.3, §4.2.2) ============================ */
 
@@ -496,6 +499,37 @@ START_TEST(test_close_codes_that_may_not_be_sent)
 }
 END_TEST
 
+/* ==== A connection, over a socketpair ================================== */
+
+START_TEST(test_a_failed_connection_stays_failed)
+{
+    static struct ws_request request;
+    struct ws_refusal refusal;
+    ck_assert_int_eq(parse(&request, GOOD_REQUEST, &refusal), 0);
+    int ends[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, ends), 0);
+    struct ws *ws = ws_accept(ends[0], &request);
+    ck_assert_ptr_nonnull(ws);
+    /* Two masked text frames (key 0): the first is not UTF-8 (RFC 6455 §8.1),
+     * the second is fine, and arrives in the same read. Then end-of-file, so
+     * that failing the connection does not linger. */
+    const char frames[] = "\x81\x81\0\0\0\0\xff"
+                          "\x81\x82\0\0\0\0ok";
+    ck_assert_int_eq(send(ends[1], frames, sizeof frames - 1, 0), (ssize_t)sizeof frames - 1);
+    shutdown(ends[1], SHUT_WR);
+    uint8_t buffer[64];
+    struct ws_receive_result result;
+    ck_assert_int_eq(ws_receive(ws, buffer, sizeof buffer, &result), -1);
+    ck_assert_int_eq(errno, EPROTO);
+    /* Asked again, it must not go on with the bytes it still holds. */
+    ck_assert_int_eq(ws_receive(ws, buffer, sizeof buffer, &result), -1);
+    ck_assert_int_eq(errno, ECONNRESET);
+    ws_free(ws);
+    close(ends[0]);
+    close(ends[1]);
+}
+END_TEST
+
 /* ==== The suite ========================================================= */
 
 #define COUNT(array) ((int)(sizeof(array) / sizeof((array)[0])))
@@ -557,6 +591,10 @@ static Suite *ws_suite(void)
     tcase_add_test(close_codes, test_close_codes_that_may_be_sent);
     tcase_add_test(close_codes, test_close_codes_that_may_not_be_sent);
     suite_add_tcase(suite, close_codes);
+
+    TCase *connection = tcase_create("connection");
+    tcase_add_test(connection, test_a_failed_connection_stays_failed);
+    suite_add_tcase(suite, connection);
     return suite;
 }
 
