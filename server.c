@@ -30,9 +30,9 @@
 #define SERVER_VERSION "0.1.0"
 
 /* Each thread gets this much stack instead of the 8 MiB default. Our deepest
- * call chain needs about 20 KiB (the 8 KiB request, the notifier's 4 KiB
- * buffer, and libc's own frames), so 128 KiB leaves ample room, while a
- * thousand clients reserve 128 MiB of address space rather than 8 GiB. */
+ * call chain holds the 8 KiB request, the notifier's 4 KiB buffer and libc's
+ * own frames, far less than 128 KiB, while a thousand clients reserve
+ * 128 MiB of address space rather than 8 GiB. */
 #define THREAD_STACK_SIZE ((size_t)128 * 1024)
 
 /* How long the accept loop rests after an error that would only repeat at

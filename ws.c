@@ -522,10 +522,10 @@ size_t ws_encode_frame_header(const struct ws_frame_header *header,
 
 void ws_mask(uint8_t *bytes, size_t len, const uint8_t key[4], uint64_t offset)
 {
-    /* RFC 6455 §5.3: byte i of the payload is XORed with key[i % 4]. One byte
-     * at a time, that is the slowest part of echoing a large message, so we
-     * do eight at a time: the key, starting at the right byte and repeated
-     * twice, is one 64-bit word. memcpy() moves the bytes in and out of
+    /* RFC 6455 §5.3: byte i of the payload is XORed with key[i % 4]. We do
+     * eight bytes at a time, which makes large messages about a seventh
+     * faster (tutorial chapter 11): the key, starting at the right byte and
+     * repeated twice, is one 64-bit word. memcpy() moves the bytes in and out of
      * words whatever their alignment; compilers turn it into plain loads. */
     uint8_t repeated[8];
     for (size_t k = 0; k < 8; k++)
