@@ -332,6 +332,35 @@ uint8_t *client_read_message(struct client *client, uint8_t *opcode, size_t *len
     return NULL;
 }
 
+int client_read_message_and_pongs(struct client *client, char *message, size_t size,
+                                  char pongs[][WS_MAX_CONTROL_PAYLOAD + 1], int max_pongs)
+{
+    int count = 0;
+    bool first = true;
+    message[0] = '\0';
+    for (bool done = false; !done;) {
+        struct frame frame;
+        if (client_read_frame(client, &frame) != 0)
+            return -1;
+        bool in_sequence = true;
+        if (frame.opcode == WS_OPCODE_PONG) {
+            if (count < max_pongs)
+                snprintf(pongs[count], WS_MAX_CONTROL_PAYLOAD + 1, "%s", (char *)frame.payload);
+            count++;
+        } else {
+            in_sequence = first ? frame.opcode == WS_OPCODE_TEXT || frame.opcode == WS_OPCODE_BINARY
+                                : frame.opcode == WS_OPCODE_CONTINUATION;
+            strncat(message, (char *)frame.payload, size - strlen(message) - 1);
+            first = false;
+            done = frame.fin;
+        }
+        frame_free(&frame);
+        if (!in_sequence)
+            return -1;
+    }
+    return count;
+}
+
 bool client_wait_for_eof(struct client *client)
 {
     uint8_t discard[4096];

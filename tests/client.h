@@ -15,6 +15,8 @@
 
 #include <check.h>
 
+#include "../ws.h"
+
 #define CLIENT_TIMEOUT_SECONDS 3
 
 /* ==== The server under test ============================================= */
@@ -87,6 +89,15 @@ void frame_free(struct frame *frame);
  * *opcode gets the first frame's opcode; control frames in between are an
  * error. Returns the payload (malloc'ed) with its size in *length, or NULL. */
 uint8_t *client_read_message(struct client *client, uint8_t *opcode, size_t *length);
+
+/* Reads frames until a whole text or binary message has arrived, collecting
+ * the pongs that come in between: an echo streams, so the first fragment of
+ * a message may come back before the pong of a ping sent after it. The
+ * message goes into message (NUL-terminated, cut at size - 1 bytes), the
+ * pongs' payloads into pongs[0] .. pongs[max_pongs - 1]. Returns the number
+ * of pongs, or -1 when the connection failed or a frame came out of sequence. */
+int client_read_message_and_pongs(struct client *client, char *message, size_t size,
+                                  char pongs[][WS_MAX_CONTROL_PAYLOAD + 1], int max_pongs);
 
 /* True when the server ended the connection: recv reports end of stream or a
  * reset within the timeout. */

@@ -312,21 +312,10 @@ START_TEST(case_5_6_to_5_8_ping_between_fragments)
     if (_i == 2)
         pause_milliseconds(50);
     send_chopped(&c, true, CONTINUATION, "fragment2", 9, chop);
-    char message[32] = "";
-    int pongs = 0;
-    for (bool done = false; !done;) {
-        struct frame frame;
-        ck_assert_int_eq(client_read_frame(&c, &frame), 0);
-        if (frame.opcode == PONG) {
-            ck_assert_str_eq((char *)frame.payload, "ping payload");
-            pongs++;
-        } else {
-            strncat(message, (char *)frame.payload, sizeof message - strlen(message) - 1);
-            done = frame.fin;
-        }
-        frame_free(&frame);
-    }
-    ck_assert_int_eq(pongs, 1);
+    char message[32];
+    char pongs[2][WS_MAX_CONTROL_PAYLOAD + 1];
+    ck_assert_int_eq(client_read_message_and_pongs(&c, message, sizeof message, pongs, 2), 1);
+    ck_assert_str_eq(pongs[0], "ping payload");
     ck_assert_str_eq(message, "fragment1fragment2");
     close_cleanly(&c);
 }
@@ -409,21 +398,11 @@ START_TEST(case_5_19_and_5_20_five_fragments_with_two_pings)
             pause_milliseconds(_i == 0 ? 20 : 100);
         }
     }
-    char message[64] = "";
-    int pongs = 0;
-    for (bool done = false; !done;) {
-        struct frame frame;
-        ck_assert_int_eq(client_read_frame(&c, &frame), 0);
-        if (frame.opcode == PONG) {
-            ck_assert_str_eq((char *)frame.payload, pongs == 0 ? "pongme 1!" : "pongme 2!");
-            pongs++;
-        } else {
-            strncat(message, (char *)frame.payload, sizeof message - strlen(message) - 1);
-            done = frame.fin;
-        }
-        frame_free(&frame);
-    }
-    ck_assert_int_eq(pongs, 2);
+    char message[64];
+    char pongs[3][WS_MAX_CONTROL_PAYLOAD + 1];
+    ck_assert_int_eq(client_read_message_and_pongs(&c, message, sizeof message, pongs, 3), 2);
+    ck_assert_str_eq(pongs[0], "pongme 1!");
+    ck_assert_str_eq(pongs[1], "pongme 2!");
     ck_assert_str_eq(message, expected);
     close_cleanly(&c);
 }
