@@ -33,9 +33,10 @@ TEST_PACKAGES  = python3-websockets
 BENCH_PACKAGES = nodejs npm
 
 SERVER_OBJECTS = server.o ws.o notifier.o
-TEST_PROGRAMS  = tests/unit_tests tests/integration_tests tests/conformance_tests
+TEST_PROGRAMS  = tests/unit_tests tests/integration_tests tests/reliability_tests \
+	tests/conformance_tests
 
-.PHONY: all run test test-programs unit integration conformance interop deps test-deps lint \
+.PHONY: all run test test-programs unit integration reliability conformance interop deps test-deps lint \
 	format format-check bench bench-deps bench-smoke sanitize valgrind clean help
 
 all: server ## build the server
@@ -54,6 +55,9 @@ unit: tests/unit_tests ## unit tests of ws.c (accept key, parsing, frames, UTF-8
 integration: server tests/integration_tests ## the real server over loopback
 	tests/integration_tests
 
+reliability: server tests/reliability_tests ## timeouts, limits, origins, shutdown, logging
+	tests/reliability_tests
+
 conformance: server tests/conformance_tests ## Autobahn-style protocol cases, sections 1-7, 9, 10
 	tests/conformance_tests
 
@@ -71,6 +75,10 @@ tests/unit_tests: tests/test_ws.c ws.o ws.h | deps
 		$(CHECK_LIBS) $(CRYPTO_LIBS)
 
 tests/integration_tests: tests/test_server.c tests/client.c tests/client.h ws.o ws.h | deps
+	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) $(LDFLAGS) -o $@ $< tests/client.c ws.o \
+		$(CHECK_LIBS) $(CRYPTO_LIBS)
+
+tests/reliability_tests: tests/test_reliability.c tests/client.c tests/client.h ws.o ws.h | deps
 	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) $(LDFLAGS) -o $@ $< tests/client.c ws.o \
 		$(CHECK_LIBS) $(CRYPTO_LIBS)
 

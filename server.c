@@ -4,9 +4,14 @@
  *   websocket_controller_get()  WebSocketController.Get()
  *
  * The design is the simplest one that serves many clients at once: a blocking
- * accept() loop, and one thread per client. Each thread owns its socket from
+ * accept loop, and one thread per client. Each thread owns its socket from
  * start to end, reads the HTTP request, and either hands the connection to
  * the notifier or answers "400 Bad Request", as the article's controller does.
+ *
+ * Around that core, the host keeps the server alive in the real world
+ * (tutorial chapter 12): limits and timeouts for every client, a registry of
+ * the clients so that Ctrl+C can close them all with 1001 Going Away, and one
+ * log line for each connection that opens, closes, or is refused.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -15,19 +20,24 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <netdb.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
-#define SERVER_VERSION "0.1.0"
+#define SERVER_VERSION "0.2.0"
 
 /* Each thread gets this much stack instead of the 8 MiB default. Our deepest
  * call chain holds the 8 KiB request, the notifier's 4 KiB buffer and libc's
@@ -39,32 +49,125 @@
  * once, such as running out of file descriptors (EMFILE). */
 #define ACCEPT_BACKOFF_MILLISECONDS 100
 
+/* File descriptors kept free for everything that is not a client: the
+ * listening socket, the stop pipe, standard input, output and error, and
+ * what libraries open. The default --max-connections is the limit less these. */
+#define RESERVED_DESCRIPTORS 32
+
+/* What a client refused with 503 is told (Retry-After), in seconds. */
+#define RETRY_AFTER_SECONDS 5
+
+/* After the shutdown timeout, how long we give the connections we cut off to
+ * finish. */
+#define DISCONNECT_GRACE_SECONDS 2
+
+#define MAX_ALLOWED_ORIGINS 16
+
 struct options {
     const char *host;
     const char *port;
+    long max_connections;
+    int shutdown_timeout_seconds;
+    const char *allowed_origins[MAX_ALLOWED_ORIGINS];
+    int allowed_origin_count;
+    bool quiet;
+    struct ws_settings ws; /* handshake timeout, keep-alive, message size */
 };
 
 /* ==== Options =========================================================== */
 
-static void print_usage(FILE *out)
+static void print_usage(FILE *out, long default_max_connections)
 {
-    fprintf(out, "Usage: server [OPTION]...\n"
-                 "An echo server for WebSocket (RFC 6455) clients: every message comes back.\n"
-                 "\n"
-                 "  -H, --host=ADDRESS  address to listen on (default 127.0.0.1)\n"
-                 "  -p, --port=PORT     port to listen on (default 5175; 0 picks a free one)\n"
-                 "  -h, --help          show this help and exit\n"
-                 "  -V, --version       show the version and exit\n"
-                 "\n"
-                 "Try it from a browser console: new WebSocket(\"ws://localhost:5175\")\n");
+    fprintf(out,
+            "Usage: server [OPTION]...\n"
+            "An echo server for WebSocket (RFC 6455) clients: every message comes back.\n"
+            "\n"
+            "  -H, --host=ADDRESS          address to listen on (default 127.0.0.1)\n"
+            "  -p, --port=PORT             port to listen on (default 5175; 0 picks a free one)\n"
+            "      --max-connections=N     clients at once; more get 503 (default %ld,\n"
+            "                              from the open-file limit)\n"
+            "      --max-message=BYTES     larger messages are closed with 1009\n"
+            "                              (default 16777216; 0: no limit)\n"
+            "      --handshake-timeout=S   the HTTP request must arrive within S seconds,\n"
+            "                              or 408 (default 10; 0: wait forever)\n"
+            "      --ping-interval=S       ping a client silent for S seconds; close with 1001\n"
+            "                              after another S without an answer (default 30; 0: off)\n"
+            "      --shutdown-timeout=S    on Ctrl+C or SIGTERM, wait S seconds for clients to\n"
+            "                              close after 1001, then cut them off (default 5)\n"
+            "      --allow-origin=ORIGIN   accept browsers only from ORIGIN, e.g.\n"
+            "                              http://localhost:8080; repeat for more (default: any)\n"
+            "  -q, --quiet                 no log line for each connection on stderr\n"
+            "  -h, --help                  show this help and exit\n"
+            "  -V, --version               show the version and exit\n"
+            "\n"
+            "Try it from a browser console: new WebSocket(\"ws://localhost:5175\")\n",
+            default_max_connections);
 }
 
-static bool is_valid_port(const char *text)
+/* Reads a whole number from min to max. Returns false if text is not one. */
+static bool parse_number(const char *text, long long min, long long max, long long *value)
 {
     char *end = NULL;
     errno = 0;
-    long port = strtol(text, &end, 10);
-    return errno == 0 && end != text && *end == '\0' && port >= 0 && port <= 65535;
+    long long number = strtoll(text, &end, 10);
+    if (errno != 0 || end == text || *end != '\0' || number < min || number > max)
+        return false;
+    *value = number;
+    return true;
+}
+
+/* The long options without a short form get numbers above any character. */
+enum {
+    OPTION_MAX_CONNECTIONS = 256,
+    OPTION_MAX_MESSAGE,
+    OPTION_HANDSHAKE_TIMEOUT,
+    OPTION_PING_INTERVAL,
+    OPTION_SHUTDOWN_TIMEOUT,
+    OPTION_ALLOW_ORIGIN,
+};
+
+/* Stores one numeric option in *options. Returns 0, or -1 after saying what
+ * was wrong. */
+static int set_number_option(struct options *options, int option, const char *text)
+{
+    long long value = 0;
+    const long long day = 24 * 60 * 60;
+    bool ok = false;
+    switch (option) {
+    case OPTION_MAX_CONNECTIONS:
+        ok = parse_number(text, 1, 1000000, &value);
+        options->max_connections = (long)value;
+        break;
+    case OPTION_MAX_MESSAGE:
+        ok = parse_number(text, 0, INT64_MAX, &value);
+        options->ws.max_message_size = (uint64_t)value;
+        break;
+    case OPTION_HANDSHAKE_TIMEOUT:
+        ok = parse_number(text, 0, day, &value);
+        options->ws.handshake_timeout_seconds = (int)value;
+        break;
+    case OPTION_PING_INTERVAL:
+        ok = parse_number(text, 0, day, &value);
+        options->ws.ping_interval_seconds = (int)value;
+        break;
+    default: /* OPTION_SHUTDOWN_TIMEOUT */
+        ok = parse_number(text, 0, day, &value);
+        options->shutdown_timeout_seconds = (int)value;
+        break;
+    }
+    if (!ok)
+        fprintf(stderr, "server: invalid number '%s' (see --help for the range)\n", text);
+    return ok ? 0 : -1;
+}
+
+static int add_allowed_origin(struct options *options, const char *origin)
+{
+    if (options->allowed_origin_count == MAX_ALLOWED_ORIGINS) {
+        fprintf(stderr, "server: at most %d --allow-origin options\n", MAX_ALLOWED_ORIGINS);
+        return -1;
+    }
+    options->allowed_origins[options->allowed_origin_count++] = origin;
+    return 0;
 }
 
 /* Fills *options from the command line. Returns 0 to go on and serve, 1 when
@@ -75,45 +178,223 @@ static int parse_options(int argc, char **argv, struct options *options)
     static const struct option long_options[] = {
         {"host", required_argument, NULL, 'H'},
         {"port", required_argument, NULL, 'p'},
+        {"max-connections", required_argument, NULL, OPTION_MAX_CONNECTIONS},
+        {"max-message", required_argument, NULL, OPTION_MAX_MESSAGE},
+        {"handshake-timeout", required_argument, NULL, OPTION_HANDSHAKE_TIMEOUT},
+        {"ping-interval", required_argument, NULL, OPTION_PING_INTERVAL},
+        {"shutdown-timeout", required_argument, NULL, OPTION_SHUTDOWN_TIMEOUT},
+        {"allow-origin", required_argument, NULL, OPTION_ALLOW_ORIGIN},
+        {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
-    *options = (struct options){.host = "127.0.0.1", .port = "5175"};
+    long default_max_connections = options->max_connections;
     int option;
-    while ((option = getopt_long(argc, argv, "H:p:hV", long_options, NULL)) != -1) {
+    while ((option = getopt_long(argc, argv, "H:p:qhV", long_options, NULL)) != -1) {
+        int error = 0;
         switch (option) {
         case 'H': options->host = optarg; break;
         case 'p': options->port = optarg; break;
-        case 'h': print_usage(stdout); return 1;
+        case 'q': options->quiet = true; break;
+        case OPTION_ALLOW_ORIGIN: error = add_allowed_origin(options, optarg); break;
+        case OPTION_MAX_CONNECTIONS:
+        case OPTION_MAX_MESSAGE:
+        case OPTION_HANDSHAKE_TIMEOUT:
+        case OPTION_PING_INTERVAL:
+        case OPTION_SHUTDOWN_TIMEOUT: error = set_number_option(options, option, optarg); break;
+        case 'h': print_usage(stdout, default_max_connections); return 1;
         case 'V': printf("server %s\n", SERVER_VERSION); return 1;
         default: return -1; /* getopt_long has already said what was wrong */
         }
+        if (error != 0)
+            return -1;
     }
     if (optind < argc) {
         fprintf(stderr, "server: unexpected argument '%s'\n", argv[optind]);
         return -1;
     }
-    if (!is_valid_port(options->port)) {
+    long long port = 0;
+    if (!parse_number(options->port, 0, 65535, &port)) {
         fprintf(stderr, "server: invalid port '%s' (use 0 to 65535)\n", options->port);
         return -1;
     }
     return 0;
 }
 
+/* The default --max-connections. Each client costs a file descriptor, and a
+ * process may only have RLIMIT_NOFILE of them ("ulimit -n"): often 1024 by
+ * default, though the system allows more (the hard limit). We raise our own
+ * limit as far as we may, and keep a few descriptors in reserve. */
+static long descriptor_budget(void)
+{
+    struct rlimit limit;
+    if (getrlimit(RLIMIT_NOFILE, &limit) != 0)
+        return 1024 - RESERVED_DESCRIPTORS;
+    if (limit.rlim_cur < limit.rlim_max) {
+        limit.rlim_cur = limit.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &limit) != 0)
+            getrlimit(RLIMIT_NOFILE, &limit);
+    }
+    rlim_t budget = limit.rlim_cur > 1000000 ? 1000000 : limit.rlim_cur;
+    return budget > 2 * RESERVED_DESCRIPTORS ? (long)budget - RESERVED_DESCRIPTORS
+                                             : RESERVED_DESCRIPTORS;
+}
+
+static void set_default_options(struct options *options)
+{
+    *options = (struct options){
+        .host = "127.0.0.1",
+        .port = "5175",
+        .max_connections = descriptor_budget(),
+        .shutdown_timeout_seconds = 5,
+        .ws =
+            {
+                .handshake_timeout_seconds = 10,
+                .ping_interval_seconds = 30,
+                .max_message_size = (uint64_t)16 * 1024 * 1024,
+                .stop_fd = -1,
+            },
+    };
+}
+
+/* ==== Logging =========================================================== */
+
+/* Writes one line to stderr: the time (UTC, to the millisecond), then the
+ * message. One fprintf() call per line: stdio locks the stream for each
+ * call, so lines from different threads never mix. */
+static void log_line(const struct options *options, const char *format, ...)
+{
+    if (options->quiet)
+        return;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    struct tm utc;
+    gmtime_r(&now.tv_sec, &utc);
+    char when[32];
+    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &utc);
+    char message[512];
+    va_list arguments;
+    va_start(arguments, format);
+    vsnprintf(message, sizeof message, format, arguments);
+    va_end(arguments);
+    fprintf(stderr, "%s.%03ldZ %s\n", when, now.tv_nsec / 1000000, message);
+}
+
+/* Writes "127.0.0.1:5175" or "[::1]:5175" for a socket address. */
+static void describe_address(const struct sockaddr *address, socklen_t length, char *out,
+                             size_t size)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    char port[8] = "?";
+    getnameinfo(address, length, host, sizeof host, port, sizeof port,
+                NI_NUMERICHOST | NI_NUMERICSERV);
+    snprintf(out, size, address->sa_family == AF_INET6 ? "[%s]:%s" : "%s:%s", host, port);
+}
+
+/* ==== The client registry =============================================== */
+
+/* One client with a thread. The accept loop fills it in; from then on only
+ * the client's thread touches it, except for the registry's links. */
+struct client {
+    int fd;
+    unsigned long id; /* 1 for the first client, 2 for the next... */
+    char peer[INET6_ADDRSTRLEN + 16];
+    struct timespec started;
+    const struct options *options;
+    struct client *previous;
+    struct client *next;
+};
+
+/* Every client with a thread, so that the server can count them (for
+ * --max-connections) and reach them all when it shuts down. The mutex
+ * protects the list, the count and next_id; it is held only to add, remove
+ * or walk, never while waiting for a client. "changed" is signalled whenever
+ * a client leaves. */
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t changed;
+    struct client *first;
+    long count;
+    unsigned long next_id;
+} registry = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, 0, 0};
+
+/* Adds client unless max clients are registered already. Returns whether it
+ * did; either way, client->id is set. */
+static bool register_client(struct client *client, long max)
+{
+    pthread_mutex_lock(&registry.lock);
+    client->id = ++registry.next_id;
+    bool room = registry.count < max;
+    if (room) {
+        client->previous = NULL;
+        client->next = registry.first;
+        if (registry.first != NULL)
+            registry.first->previous = client;
+        registry.first = client;
+        registry.count++;
+    }
+    pthread_mutex_unlock(&registry.lock);
+    return room;
+}
+
+/* Removes a registered client, closes its socket and frees it: the last
+ * thing its thread does. Closing and freeing under the lock means that once
+ * the count reaches 0, no client owns anything any more, and main() may
+ * return. */
+static void unregister_client(struct client *client)
+{
+    pthread_mutex_lock(&registry.lock);
+    if (client->previous != NULL)
+        client->previous->next = client->next;
+    else
+        registry.first = client->next;
+    if (client->next != NULL)
+        client->next->previous = client->previous;
+    registry.count--;
+    close(client->fd);
+    free(client);
+    pthread_cond_broadcast(&registry.changed);
+    pthread_mutex_unlock(&registry.lock);
+}
+
+/* Waits until no client is left, for at most seconds. Returns how many are
+ * left. */
+static long wait_for_clients(int seconds)
+{
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline); /* the clock pthread_cond_timedwait uses */
+    deadline.tv_sec += seconds;
+    pthread_mutex_lock(&registry.lock);
+    while (registry.count > 0 &&
+           pthread_cond_timedwait(&registry.changed, &registry.lock, &deadline) == 0) {
+    }
+    long left = registry.count;
+    pthread_mutex_unlock(&registry.lock);
+    return left;
+}
+
+/* Cuts every client off: shutdown() wakes a thread blocked on its socket,
+ * whose next read sees the end of the stream and whose next write fails. */
+static void disconnect_all_clients(void)
+{
+    pthread_mutex_lock(&registry.lock);
+    for (struct client *client = registry.first; client != NULL; client = client->next)
+        shutdown(client->fd, SHUT_RDWR);
+    pthread_mutex_unlock(&registry.lock);
+}
+
 /* ==== Listening ========================================================= */
 
-/* Writes "127.0.0.1:5175" or "[::1]:5175" for a socket's local address. */
+/* Writes the address a listening socket is bound to, as describe_address(). */
 static void describe_local_address(int fd, char *out, size_t size)
 {
     struct sockaddr_storage address;
     socklen_t length = sizeof address;
-    char host[INET6_ADDRSTRLEN] = "?";
-    char port[8] = "?";
-    if (getsockname(fd, (struct sockaddr *)&address, &length) == 0)
-        getnameinfo((struct sockaddr *)&address, length, host, sizeof host, port, sizeof port,
-                    NI_NUMERICHOST | NI_NUMERICSERV);
-    snprintf(out, size, address.ss_family == AF_INET6 ? "[%s]:%s" : "%s:%s", host, port);
+    if (getsockname(fd, (struct sockaddr *)&address, &length) != 0)
+        snprintf(out, size, "?");
+    else
+        describe_address((struct sockaddr *)&address, length, out, size);
 }
 
 /* Creates a socket listening on host:port, trying each address the name
@@ -155,61 +436,111 @@ static int listen_on(const char *host, const char *port)
 
 /* ==== Serving clients =================================================== */
 
-/* The article's WebSocketController.Get(): a WebSocket request is accepted
- * and handed to the notifier; anything else is answered with an error status
- * (400 Bad Request, or 426 Upgrade Required for a WebSocket version other
- * than 13). */
-static void websocket_controller_get(int client_fd)
+/* RFC 6455 §10.2: a browser sends the Origin of the page that opens a
+ * WebSocket, and a server that serves only its own pages should refuse the
+ * others (README, "Cross-site WebSocket hijacking"). A request without Origin
+ * does not come from a browser page, and is let through, as ASP.NET Core does.
+ * With no --allow-origin, every origin is allowed. */
+static bool is_origin_allowed(const struct options *options, const struct ws_request *request)
 {
-    struct ws_request request;
-    struct ws_refusal refusal;
-    if (ws_read_request(client_fd, &request, &refusal) != 0) {
-        ws_refuse(client_fd, &request, &refusal);
-        return;
+    const char *origin = ws_request_header(request, "Origin");
+    if (options->allowed_origin_count == 0 || origin == NULL)
+        return true;
+    for (int i = 0; i < options->allowed_origin_count; i++) {
+        if (strcasecmp(origin, options->allowed_origins[i]) == 0)
+            return true;
     }
-    if (ws_is_websocket_request(&request, &refusal)) {
-        struct ws *ws = ws_accept(client_fd, &request);
-        if (ws != NULL) {
-            notifier_handle(ws);
-            ws_free(ws);
-        }
-    } else {
-        ws_refuse(client_fd, &request, &refusal);
-    }
+    return false;
 }
 
-/* The body of each client's thread. It owns the socket, and closes it. */
+static void refuse(const struct client *client, const struct ws_request *request,
+                   const struct ws_refusal *refusal)
+{
+    if (refusal->status != 0)
+        log_line(client->options, "refuse %s thread %lu: %d %s", client->peer, client->id,
+                 refusal->status, refusal->reason);
+    ws_refuse(client->fd, request, refusal);
+}
+
+static double seconds_since(const struct timespec *start)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - start->tv_sec) + (double)(now.tv_nsec - start->tv_nsec) / 1e9;
+}
+
+/* The article's WebSocketController.Get(): a WebSocket request is accepted
+ * and handed to the notifier; anything else is answered with an error status
+ * (400 Bad Request; 426 for a WebSocket version other than 13; 403 for an
+ * origin that is not allowed; 408 when the request is too slow to arrive). */
+static void websocket_controller_get(const struct client *client)
+{
+    const struct options *options = client->options;
+    struct ws_request request;
+    struct ws_refusal refusal;
+    if (ws_read_request(client->fd, &request, &refusal, &options->ws) != 0) {
+        refuse(client, &request, &refusal);
+        return;
+    }
+    if (!ws_is_websocket_request(&request, &refusal)) {
+        refuse(client, &request, &refusal);
+        return;
+    }
+    if (!is_origin_allowed(options, &request)) {
+        refusal = (struct ws_refusal){403, "this origin may not open a WebSocket here", 0};
+        refuse(client, &request, &refusal);
+        return;
+    }
+    struct ws *ws = ws_accept(client->fd, &request, &options->ws);
+    if (ws == NULL)
+        return;
+    log_line(options, "open %s thread %lu", client->peer, client->id);
+    notifier_handle(ws);
+    struct ws_stats stats;
+    ws_get_stats(ws, &stats);
+    ws_free(ws);
+    log_line(options, "close %s thread %lu: code %d, %llu bytes in, %llu out, %.3f s",
+             client->peer, client->id, (int)stats.close_status,
+             (unsigned long long)stats.bytes_received, (unsigned long long)stats.bytes_sent,
+             seconds_since(&client->started));
+}
+
+/* The body of each client's thread. */
 static void *client_thread(void *arg)
 {
-    int client_fd = *(int *)arg;
-    free(arg);
-    websocket_controller_get(client_fd);
-    close(client_fd);
+    struct client *client = arg;
+    websocket_controller_get(client);
+    unregister_client(client); /* closes the socket and frees client */
     return NULL;
 }
 
-/* Starts a detached thread for the client: nobody waits for it to finish,
- * and its resources go back to the system as soon as it does. If no thread
- * can be started, the client is told so, and the server goes on. */
-static void start_client_thread(int client_fd)
+/* Answers "503 Service Unavailable" from the accept loop itself, without a
+ * thread. The caller closes the socket. */
+static void refuse_at_once(const struct client *client, const char *reason)
 {
-    int *arg = malloc(sizeof *arg);
+    log_line(client->options, "refuse %s: 503 %s", client->peer, reason);
+    struct ws_refusal refusal = {503, reason, RETRY_AFTER_SECONDS};
+    ws_refuse_at_once(client->fd, &refusal);
+}
+
+/* Starts a detached thread for a registered client: nobody waits for it to
+ * finish, and its resources go back to the system as soon as it does. If no
+ * thread can be started, the client is told so, and the server goes on. */
+static void start_client_thread(struct client *client)
+{
     pthread_attr_t attributes;
     pthread_t thread;
-    int error = ENOMEM;
-    if (arg != NULL && pthread_attr_init(&attributes) == 0) {
-        *arg = client_fd;
+    int error = pthread_attr_init(&attributes);
+    if (error == 0) {
         pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
         pthread_attr_setstacksize(&attributes, THREAD_STACK_SIZE);
-        error = pthread_create(&thread, &attributes, client_thread, arg);
+        error = pthread_create(&thread, &attributes, client_thread, client);
         pthread_attr_destroy(&attributes);
     }
     if (error != 0) {
         fprintf(stderr, "server: cannot start a thread: %s\n", strerror(error));
-        free(arg);
-        struct ws_refusal refusal = {503, "the server is too busy: try again later"};
-        ws_refuse(client_fd, NULL, &refusal);
-        close(client_fd);
+        refuse_at_once(client, "the server cannot start a thread: try again later");
+        unregister_client(client);
     }
 }
 
@@ -232,16 +563,102 @@ static void handle_accept_error(int error)
     sleep_milliseconds(ACCEPT_BACKOFF_MILLISECONDS);
 }
 
-static void accept_loop(int listen_fd)
+/* Accepts one client and starts its thread, or refuses it at once when
+ * --max-connections clients are connected already. */
+static void accept_client(int listen_fd, const struct options *options)
+{
+    struct sockaddr_storage peer;
+    socklen_t peer_length = sizeof peer;
+    int fd = accept(listen_fd, (struct sockaddr *)&peer, &peer_length);
+    if (fd < 0) {
+        handle_accept_error(errno);
+        return;
+    }
+    struct client *client = calloc(1, sizeof *client);
+    if (client == NULL) {
+        close(fd);
+        return;
+    }
+    client->fd = fd;
+    client->options = options;
+    clock_gettime(CLOCK_MONOTONIC, &client->started);
+    describe_address((struct sockaddr *)&peer, peer_length, client->peer, sizeof client->peer);
+    if (register_client(client, options->max_connections)) {
+        start_client_thread(client);
+    } else {
+        refuse_at_once(client, "too many connections: try again later");
+        close(fd);
+        free(client);
+    }
+}
+
+/* Accepts clients until stop_fd becomes readable. poll() waits for either;
+ * accept() itself could not be woken up by the stop. */
+static void accept_loop(int listen_fd, int stop_fd, const struct options *options)
 {
     for (;;) {
-        int client_fd = accept(listen_fd, NULL, NULL);
-        if (client_fd < 0) {
+        struct pollfd fds[2] = {{.fd = listen_fd, .events = POLLIN},
+                                {.fd = stop_fd, .events = POLLIN}};
+        if (poll(fds, 2, -1) < 0) {
             handle_accept_error(errno);
             continue;
         }
-        start_client_thread(client_fd);
+        if (fds[1].revents != 0)
+            return;
+        if (fds[0].revents != 0)
+            accept_client(listen_fd, options);
     }
+}
+
+/* ==== Shutting down ===================================================== */
+
+/* SIGINT (Ctrl+C) and SIGTERM write a byte into this pipe. Nobody ever reads
+ * it, so from then on its read end stays readable: the accept loop and every
+ * connection's thread, which all poll() it, see the stop at once, whichever
+ * thread the signal interrupted. */
+static int stop_pipe[2] = {-1, -1};
+
+/* A signal handler may only call async-signal-safe functions; write() is one. */
+static void on_stop_signal(int signal_number)
+{
+    (void)signal_number;
+    int saved_errno = errno;
+    ssize_t ignored = write(stop_pipe[1], "x", 1);
+    (void)ignored; /* a full pipe already says "stop" */
+    errno = saved_errno;
+}
+
+static int install_stop_handlers(void)
+{
+    if (pipe(stop_pipe) != 0 || fcntl(stop_pipe[1], F_SETFL, O_NONBLOCK) != 0)
+        return -1;
+    struct sigaction action = {.sa_handler = on_stop_signal};
+    sigemptyset(&action.sa_mask);
+    if (sigaction(SIGINT, &action, NULL) != 0 || sigaction(SIGTERM, &action, NULL) != 0)
+        return -1;
+    /* Writing to a connection the peer has closed raises SIGPIPE, which ends
+     * the process by default. ws.c already sends with MSG_NOSIGNAL; ignoring
+     * the signal as well keeps the server alive whatever call writes. */
+    signal(SIGPIPE, SIG_IGN);
+    return 0;
+}
+
+/* The accept loop has stopped. Every connection has seen the stop too and is
+ * closing with 1001 once the messages it had received are echoed; we give
+ * them shutdown_timeout_seconds, then cut off the ones still open. */
+static void shut_down(const struct options *options)
+{
+    pthread_mutex_lock(&registry.lock);
+    long open = registry.count;
+    pthread_mutex_unlock(&registry.lock);
+    log_line(options, "shutting down: %ld connection(s) open", open);
+    long left = wait_for_clients(options->shutdown_timeout_seconds);
+    if (left > 0) {
+        log_line(options, "shutting down: cutting off %ld connection(s)", left);
+        disconnect_all_clients();
+        left = wait_for_clients(DISCONNECT_GRACE_SECONDS);
+    }
+    log_line(options, "stopped");
 }
 
 /* ==== main ============================================================== */
@@ -249,14 +666,16 @@ static void accept_loop(int listen_fd)
 int main(int argc, char **argv)
 {
     struct options options;
+    set_default_options(&options);
     int parsed = parse_options(argc, argv, &options);
     if (parsed != 0)
         return parsed > 0 ? EXIT_SUCCESS : 2;
 
-    /* Writing to a connection the peer has closed raises SIGPIPE, which ends
-     * the process by default. ws.c already sends with MSG_NOSIGNAL; ignoring
-     * the signal as well keeps the server alive whatever call writes. */
-    signal(SIGPIPE, SIG_IGN);
+    if (install_stop_handlers() != 0) {
+        perror("server: cannot set up the signal handlers");
+        return EXIT_FAILURE;
+    }
+    options.ws.stop_fd = stop_pipe[0];
 
     int listen_fd = listen_on(options.host, options.port);
     if (listen_fd < 0)
@@ -267,6 +686,8 @@ int main(int argc, char **argv)
     printf("Listening on ws://%s (press Ctrl+C to stop)\n", address);
     fflush(stdout);
 
-    accept_loop(listen_fd);
+    accept_loop(listen_fd, stop_pipe[0], &options);
+    close(listen_fd);
+    shut_down(&options);
     return EXIT_SUCCESS;
 }

@@ -18,6 +18,7 @@
 #include "ws.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +26,7 @@
 #include <strings.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/uio.h>
@@ -32,12 +34,14 @@
 
 #include <openssl/evp.h>
 
-/* How long ws_close() waits for the peer's close frame, in seconds. */
-#define WS_CLOSE_TIMEOUT_SECONDS 5
+/* How long ws_close() waits for the peer's close frame, in milliseconds. */
+#define WS_CLOSE_TIMEOUT_MILLISECONDS 5000
 
 /* How long we keep reading (and discarding) after our last byte was sent,
- * so that the peer has time to read it; see end_tcp_connection(). */
-#define WS_LINGER_MILLISECONDS 2000
+ * so that the peer has time to read it; see end_tcp_connection(). The accept
+ * loop, which cannot wait for one client, lingers much less. */
+#define WS_LINGER_MILLISECONDS       2000
+#define WS_QUICK_LINGER_MILLISECONDS 100
 
 /* Bytes received but not yet used. One recv() fills it as far as it can, so a
  * small frame (header and payload together) costs one system call. It must
@@ -50,6 +54,7 @@ static const char WS_GUID[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 struct ws {
     int fd;
+    struct ws_settings settings;
 
     /* Received bytes not yet used are inbox[in_start] .. inbox[in_end - 1]. */
     uint8_t inbox[WS_INBOX_SIZE];
@@ -66,16 +71,36 @@ struct ws {
     bool in_message;
     enum ws_message_type message_type;
     struct ws_utf8 utf8;
+    uint64_t message_size; /* payload bytes announced so far, for max_message_size */
 
     /* The message ws_send() is in the middle of, if any. */
     bool sending_message;
 
-    /* The closing handshake (RFC 6455 §7). */
+    /* The closing handshake (RFC 6455 §7). close_deadline is when we stop
+     * waiting for the peer's close frame (0: we are not waiting). */
     bool close_sent;
     bool close_received;
     bool failed;
+    enum ws_close_status sent_close_status;
     enum ws_close_status peer_close_status;
     char peer_close_description[WS_MAX_CLOSE_REASON + 1];
+    int64_t close_deadline;
+
+    /* Keep-alive: when a byte last arrived, and when we sent a ping that has
+     * not been answered by any byte yet (0: none). In milliseconds of
+     * now_milliseconds(). */
+    int64_t last_heard;
+    int64_t ping_sent_at;
+
+    /* Shutdown: set once settings.stop_fd became readable. stop_at counts the
+     * bytes the peer had sent us by then: we read (and echo) those, and go
+     * away at the first message boundary after them. */
+    bool stop_requested;
+    uint64_t stop_at;
+
+    /* For ws_get_stats(). */
+    uint64_t bytes_received;
+    uint64_t bytes_sent;
 };
 
 /* ==== 1. Sending and receiving bytes ==================================== */
@@ -92,6 +117,8 @@ static int send_all(int fd, struct iovec *iov, int iovcnt)
         if (sent < 0) {
             if (errno == EINTR)
                 continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                errno = ETIMEDOUT; /* SO_SNDTIMEO: the peer stopped reading */
             return -1;
         }
         /* Skip the buffers that went out whole, then trim the one that did not. */
@@ -132,11 +159,20 @@ static ssize_t receive_some(int fd, void *buf, size_t length)
     }
 }
 
-static long milliseconds_since(const struct timespec *start)
+/* A clock for timeouts: milliseconds since some fixed moment. CLOCK_MONOTONIC
+ * never jumps when someone sets the date, as the wall clock may. */
+static int64_t now_milliseconds(void)
 {
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
-    return (now.tv_sec - start->tv_sec) * 1000 + (now.tv_nsec - start->tv_nsec) / 1000000;
+    return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
+/* How long poll() should wait to reach deadline: 0 if it has passed. */
+static int milliseconds_until(int64_t deadline)
+{
+    int64_t left = deadline - now_milliseconds();
+    return left <= 0 ? 0 : left > INT_MAX ? INT_MAX : (int)left;
 }
 
 /* Ends our side of a TCP connection gently. If we simply closed the socket
@@ -144,22 +180,25 @@ static long milliseconds_since(const struct timespec *start)
  * reset (RST), and the peer could lose our last frame or response before
  * reading it. So we shut down our sending side (the peer reads end-of-file
  * after our last byte) and read and discard until the peer closes too, for at
- * most WS_LINGER_MILLISECONDS. RFC 6455 §7.1.1 asks the server to be the one
+ * most linger_milliseconds. RFC 6455 §7.1.1 asks the server to be the one
  * that closes the TCP connection first; this is how. */
-static void end_tcp_connection(int fd)
+static void end_tcp_connection_within(int fd, int linger_milliseconds)
 {
-    struct timespec start;
-    clock_gettime(CLOCK_MONOTONIC, &start);
+    int64_t deadline = now_milliseconds() + linger_milliseconds;
     shutdown(fd, SHUT_WR);
     for (;;) {
-        long left = WS_LINGER_MILLISECONDS - milliseconds_since(&start);
         struct pollfd readable = {.fd = fd, .events = POLLIN};
-        if (left <= 0 || poll(&readable, 1, (int)left) <= 0)
+        if (poll(&readable, 1, milliseconds_until(deadline)) <= 0)
             return;
         char discard[1024];
         if (recv(fd, discard, sizeof discard, 0) <= 0)
             return;
     }
+}
+
+static void end_tcp_connection(int fd)
+{
+    end_tcp_connection_within(fd, WS_LINGER_MILLISECONDS);
 }
 
 /* ==== 2. The HTTP request =============================================== */
@@ -168,6 +207,7 @@ static void set_refusal(struct ws_refusal *refusal, int status, const char *reas
 {
     refusal->status = status;
     refusal->reason = reason;
+    refusal->retry_after_seconds = 0;
 }
 
 /* Where the header block ends: the index just past the blank line, or 0 if
@@ -274,8 +314,40 @@ int ws_parse_request(struct ws_request *request, struct ws_refusal *refusal)
     return 0;
 }
 
-int ws_read_request(int fd, struct ws_request *request, struct ws_refusal *refusal)
+/* Waits until fd has bytes to read, deadline passes (408), or stop_fd becomes
+ * readable (503). Returns 0 for "readable", or -1 with *refusal. */
+static int wait_for_request_bytes(int fd, int64_t deadline, int stop_fd,
+                                  struct ws_refusal *refusal)
 {
+    for (;;) {
+        struct pollfd fds[2] = {{.fd = fd, .events = POLLIN}, {.fd = stop_fd, .events = POLLIN}};
+        int ready = poll(fds, stop_fd >= 0 ? 2 : 1, deadline > 0 ? milliseconds_until(deadline) : -1);
+        if (ready < 0 && errno == EINTR)
+            continue;
+        if (ready < 0) {
+            set_refusal(refusal, 0, "poll failed");
+            return -1;
+        }
+        if (ready == 0) {
+            set_refusal(refusal, 408, "the request did not arrive in time");
+            return -1;
+        }
+        if (stop_fd >= 0 && fds[1].revents != 0) {
+            set_refusal(refusal, 503, "the server is shutting down");
+            return -1;
+        }
+        return 0;
+    }
+}
+
+int ws_read_request(int fd, struct ws_request *request, struct ws_refusal *refusal,
+                    const struct ws_settings *settings)
+{
+    /* One deadline for the whole request, not one per read: a client that
+     * sends a byte every few seconds must not reset it (slowloris). */
+    int64_t deadline = settings->handshake_timeout_seconds > 0
+                           ? now_milliseconds() + settings->handshake_timeout_seconds * 1000LL
+                           : 0;
     request->length = 0;
     for (;;) {
         int parsed = ws_parse_request(request, refusal);
@@ -285,6 +357,8 @@ int ws_read_request(int fd, struct ws_request *request, struct ws_refusal *refus
             set_refusal(refusal, 431, "request header block larger than 8 KiB");
             return -1;
         }
+        if (wait_for_request_bytes(fd, deadline, settings->stop_fd, refusal) != 0)
+            return -1;
         ssize_t received = receive_some(fd, request->data + request->length,
                                         WS_MAX_REQUEST_SIZE - request->length);
         if (received < 0) {
@@ -317,15 +391,16 @@ static const char *status_text(int status)
     }
 }
 
-int ws_refuse(int fd, const struct ws_request *request, const struct ws_refusal *refusal)
+/* Sends the response for a refusal (see ws_refuse()). */
+static int send_refusal(int fd, const struct ws_request *request, const struct ws_refusal *refusal)
 {
-    if (refusal->status == 0)
-        return 0; /* the client is gone: there is nobody to answer */
-
     /* RFC 6455 §4.4: name the version we do speak. RFC 9110 §15.5.22: a 426
      * names the protocol to upgrade to. */
-    const char *extra =
-        refusal->status == 426 ? "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n" : "";
+    char extra[128] = "";
+    if (refusal->status == 426)
+        snprintf(extra, sizeof extra, "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n");
+    else if (refusal->retry_after_seconds > 0)
+        snprintf(extra, sizeof extra, "Retry-After: %d\r\n", refusal->retry_after_seconds);
     /* A HEAD request gets the headers without the body (RFC 9110 §9.3.2). */
     bool is_head =
         request != NULL && request->method != NULL && strcmp(request->method, "HEAD") == 0;
@@ -341,8 +416,22 @@ int ws_refuse(int fd, const struct ws_request *request, const struct ws_refusal 
                           strlen(refusal->reason) + 1, extra, is_head ? "" : refusal->reason);
     if (!is_head)
         length += snprintf(response + length, sizeof response - (size_t)length, "\n");
-    int result = send_bytes(fd, response, (size_t)length);
+    return send_bytes(fd, response, (size_t)length);
+}
+
+int ws_refuse(int fd, const struct ws_request *request, const struct ws_refusal *refusal)
+{
+    if (refusal->status == 0)
+        return 0; /* the client is gone: there is nobody to answer */
+    int result = send_refusal(fd, request, refusal);
     end_tcp_connection(fd);
+    return result;
+}
+
+int ws_refuse_at_once(int fd, const struct ws_refusal *refusal)
+{
+    int result = send_refusal(fd, NULL, refusal);
+    end_tcp_connection_within(fd, WS_QUICK_LINGER_MILLISECONDS);
     return result;
 }
 
@@ -545,7 +634,7 @@ void ws_mask(uint8_t *bytes, size_t len, const uint8_t key[4], uint64_t offset)
 
 /* ==== 5. A connection: receive, send, close ============================= */
 
-struct ws *ws_accept(int fd, const struct ws_request *request)
+struct ws *ws_accept(int fd, const struct ws_request *request, const struct ws_settings *settings)
 {
     char accept[29];
     ws_accept_key(ws_request_header(request, "Sec-WebSocket-Key"), accept);
@@ -562,11 +651,22 @@ struct ws *ws_accept(int fd, const struct ws_request *request)
     if (ws == NULL)
         return NULL;
     ws->fd = fd;
+    ws->settings = *settings;
+    ws->sent_close_status = WS_CLOSE_ABNORMAL_CLOSURE; /* until we send one */
+    ws->last_heard = now_milliseconds();
+    ws->bytes_received = request->length;
+    ws->bytes_sent = (uint64_t)length;
     /* Nagle's algorithm holds back a small write until the previous one is
      * acknowledged, to gather bytes into fewer packets. We always send whole
      * frames, each in one call: holding them back only adds delay. */
     int on = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+    /* A peer that reads nothing for two keep-alive intervals makes a send
+     * fail (SO_SNDTIMEO) rather than hold our thread forever. */
+    if (settings->ping_interval_seconds > 0) {
+        struct timeval timeout = {.tv_sec = 2 * settings->ping_interval_seconds};
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
+    }
     /* Frames the client sent right behind its request are already read. */
     ws->in_end = request->length - request->header_length;
     memcpy(ws->inbox, request->data + request->header_length, ws->in_end);
@@ -583,6 +683,13 @@ void ws_free(struct ws *ws)
     free(ws);
 }
 
+void ws_get_stats(const struct ws *ws, struct ws_stats *stats)
+{
+    stats->bytes_received = ws->bytes_received;
+    stats->bytes_sent = ws->bytes_sent;
+    stats->close_status = ws->sent_close_status;
+}
+
 /* ---- Sending ----------------------------------------------------------- */
 
 /* Sends one unmasked frame (RFC 6455 §5.1: a server never masks), header and
@@ -596,7 +703,11 @@ static int send_frame(struct ws *ws, bool fin, enum ws_opcode opcode, const void
         {.iov_base = header_bytes, .iov_len = ws_encode_frame_header(&header, header_bytes)},
         {.iov_base = (void *)payload, .iov_len = length},
     };
-    return send_all(ws->fd, iov, length > 0 ? 2 : 1);
+    size_t total = iov[0].iov_len + length;
+    if (send_all(ws->fd, iov, length > 0 ? 2 : 1) != 0)
+        return -1;
+    ws->bytes_sent += total;
+    return 0;
 }
 
 /* RFC 6455 §5.5.1: a close frame's payload is an optional 2-byte status code
@@ -619,6 +730,7 @@ static int send_close_frame(struct ws *ws, enum ws_close_status status, const ch
         length = 2 + reason_length;
     }
     ws->close_sent = true;
+    ws->sent_close_status = status;
     return send_frame(ws, true, WS_OPCODE_CLOSE, payload, length);
 }
 
@@ -652,11 +764,85 @@ static int fail_connection(struct ws *ws, enum ws_close_status status, const cha
     return -1;
 }
 
+/* ---- Waiting: for bytes, for timers, for the stop signal --------------- */
+
+/* When the connection's next timer fires, or 0 for "no timer". While we wait
+ * for the peer's close frame, that is the close deadline. Otherwise it is the
+ * keep-alive: one interval after the last byte we heard, we ping; one
+ * interval after the ping, if no byte came since, the peer is gone. */
+static int64_t next_deadline(const struct ws *ws)
+{
+    if (ws->close_deadline > 0)
+        return ws->close_deadline;
+    int64_t interval = ws->settings.ping_interval_seconds * 1000LL;
+    if (interval == 0)
+        return 0;
+    return (ws->ping_sent_at > 0 ? ws->ping_sent_at : ws->last_heard) + interval;
+}
+
+/* The deadline from next_deadline() has passed: act on it. */
+static int handle_deadline(struct ws *ws)
+{
+    if (ws->close_deadline > 0) {
+        ws->failed = true; /* the peer never answered our close frame */
+        errno = ETIMEDOUT;
+        return -1;
+    }
+    if (ws->ping_sent_at > 0)
+        return fail_connection(ws, WS_CLOSE_GOING_AWAY, "no answer to ping");
+    ws->ping_sent_at = now_milliseconds();
+    return send_frame(ws, true, WS_OPCODE_PING, NULL, 0); /* RFC 6455 §5.5.2 */
+}
+
+/* settings.stop_fd became readable: the server is shutting down. FIONREAD
+ * tells how many bytes the kernel holds for us that we have not read yet:
+ * the peer sent those before the stop, so they will still be echoed. */
+static void notice_stop(struct ws *ws)
+{
+    int queued = 0;
+    if (ioctl(ws->fd, FIONREAD, &queued) != 0 || queued < 0)
+        queued = 0;
+    ws->stop_requested = true;
+    ws->stop_at = ws->bytes_received + (uint64_t)queued;
+}
+
+enum wait_result { WAIT_READABLE, WAIT_STOP };
+
+/* Waits until the socket has something for recv() (bytes, or the error or
+ * end of stream it will report), acting on timers and noticing the stop
+ * signal on the way: the one place where a connection's thread sleeps. When
+ * between_messages is true, it returns WAIT_STOP instead once the server is
+ * stopping and every byte sent before the stop has been read. Returns
+ * WAIT_READABLE, WAIT_STOP, or -1 when a timer failed the connection. */
+static int wait_for_bytes(struct ws *ws, bool between_messages)
+{
+    for (;;) {
+        if (between_messages && ws->stop_requested && ws->bytes_received >= ws->stop_at)
+            return WAIT_STOP;
+        bool watch_stop = ws->settings.stop_fd >= 0 && !ws->stop_requested;
+        struct pollfd fds[2] = {{.fd = ws->fd, .events = POLLIN},
+                                {.fd = ws->settings.stop_fd, .events = POLLIN}};
+        int64_t deadline = next_deadline(ws);
+        int ready = poll(fds, watch_stop ? 2 : 1, deadline > 0 ? milliseconds_until(deadline) : -1);
+        if (ready < 0 && errno != EINTR) {
+            ws->failed = true;
+            return -1;
+        }
+        if (ready == 0 && handle_deadline(ws) != 0)
+            return -1;
+        if (ready > 0 && watch_stop && fds[1].revents != 0)
+            notice_stop(ws);
+        else if (ready > 0)
+            return WAIT_READABLE;
+    }
+}
+
 /* ---- Receiving --------------------------------------------------------- */
 
-/* Receives more bytes into the inbox, moving the unread ones to its start
- * first when they sit at its very end. */
-static int receive_more(struct ws *ws)
+/* Makes room at the end of the inbox: when every byte has been used it starts
+ * again at the beginning; when the unread bytes sit at its very end, they
+ * move to its start. */
+static void make_room_in_inbox(struct ws *ws)
 {
     if (ws->in_start == ws->in_end) {
         ws->in_start = 0;
@@ -666,13 +852,30 @@ static int receive_more(struct ws *ws)
         ws->in_end -= ws->in_start;
         ws->in_start = 0;
     }
+}
+
+/* Reads what the socket has into the inbox, after wait_for_bytes(). */
+static int receive_into_inbox(struct ws *ws)
+{
+    make_room_in_inbox(ws);
     ssize_t received = receive_some(ws->fd, ws->inbox + ws->in_end, sizeof ws->inbox - ws->in_end);
     if (received < 0) {
         ws->failed = true; /* 1006: the connection is gone without a close frame */
         return -1;
     }
     ws->in_end += (size_t)received;
+    ws->bytes_received += (size_t)received;
+    ws->last_heard = now_milliseconds();
+    ws->ping_sent_at = 0; /* any byte from the peer shows it is alive */
     return 0;
+}
+
+/* Waits for more bytes and receives them into the inbox. */
+static int receive_more(struct ws *ws)
+{
+    if (wait_for_bytes(ws, false) < 0)
+        return -1;
+    return receive_into_inbox(ws);
 }
 
 static int read_frame_header(struct ws *ws, struct ws_frame_header *header)
@@ -813,7 +1016,14 @@ static int next_frame(struct ws *ws)
         return fail_connection(ws, WS_CLOSE_PROTOCOL_ERROR, problem);
     if (is_control_opcode(header.opcode))
         return handle_control_frame(ws, &header);
-
+    /* The limit applies to the whole message, so a message cannot slip past
+     * it in many small frames; and it is checked on the header, before a
+     * single byte of the payload is read. */
+    uint64_t size_so_far = header.opcode == WS_OPCODE_CONTINUATION ? ws->message_size : 0;
+    uint64_t limit = ws->settings.max_message_size;
+    if (limit > 0 && header.payload_length > limit - size_so_far)
+        return fail_connection(ws, WS_CLOSE_MESSAGE_TOO_BIG, "message too big");
+    ws->message_size = size_so_far + header.payload_length;
     if (header.opcode != WS_OPCODE_CONTINUATION) {
         ws->in_message = true;
         ws->message_type = header.opcode == WS_OPCODE_TEXT ? WS_MESSAGE_TEXT : WS_MESSAGE_BINARY;
@@ -864,6 +1074,21 @@ static void report_close(const struct ws *ws, struct ws_receive_result *result)
     memcpy(result->close_description, ws->peer_close_description, sizeof result->close_description);
 }
 
+static int wait_for_close_frame(struct ws *ws);
+
+/* The server is shutting down: we start the closing handshake with 1001
+ * Going Away (RFC 6455 §7.4.1), wait for the peer's close frame, and report it
+ * as if the peer had closed first. We only do so between messages, so no echo
+ * is ever cut in half. */
+static int go_away(struct ws *ws, struct ws_receive_result *result)
+{
+    if (send_close_frame(ws, WS_CLOSE_GOING_AWAY, "server shutting down") != 0 ||
+        wait_for_close_frame(ws) != 0)
+        return -1;
+    report_close(ws, result);
+    return 0;
+}
+
 int ws_receive(struct ws *ws, void *buf, size_t len, struct ws_receive_result *result)
 {
     memset(result, 0, sizeof *result);
@@ -872,6 +1097,17 @@ int ws_receive(struct ws *ws, void *buf, size_t len, struct ws_receive_result *r
         return -1;
     }
     while (!ws->close_received && !ws->in_frame) {
+        if (!ws->in_message && ws->in_start == ws->in_end) {
+            /* Between messages with nothing buffered: the one place where a
+             * shutdown may end the connection (not once we sent our close). */
+            int waited = wait_for_bytes(ws, !ws->close_sent);
+            if (waited < 0)
+                return -1;
+            if (waited == WAIT_STOP)
+                return go_away(ws, result);
+            if (receive_into_inbox(ws) != 0)
+                return -1;
+        }
         if (next_frame(ws) != 0)
             return -1;
     }
@@ -885,11 +1121,10 @@ int ws_receive(struct ws *ws, void *buf, size_t len, struct ws_receive_result *r
 /* ---- Closing ----------------------------------------------------------- */
 
 /* Reads and discards frames until the peer's close frame arrives (RFC 6455
- * §7.1.2), giving up after WS_CLOSE_TIMEOUT_SECONDS without a byte. */
+ * §7.1.2), giving up after WS_CLOSE_TIMEOUT_MILLISECONDS. */
 static int wait_for_close_frame(struct ws *ws)
 {
-    struct timeval timeout = {.tv_sec = WS_CLOSE_TIMEOUT_SECONDS};
-    setsockopt(ws->fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+    ws->close_deadline = now_milliseconds() + WS_CLOSE_TIMEOUT_MILLISECONDS;
     uint8_t discard[1024];
     struct ws_receive_result result;
     while (!ws->close_received) {

@@ -77,6 +77,35 @@ enum ws_close_status {
     WS_CLOSE_INTERNAL_ERROR = 1011,
 };
 
+/* ==== Settings ========================================================== */
+
+/* What the host decides for every connection: the limits and timers that keep
+ * one client from holding a thread, or memory, forever. 0 turns each off. The
+ * host's command-line options fill it in (server.c), as ASP.NET Core's
+ * WebSocketOptions do. */
+struct ws_settings {
+    /* The whole HTTP request must arrive within this time, or the client is
+     * answered "408 Request Timeout": a client that sends its headers a byte
+     * at a time ("slowloris") cannot keep its thread waiting. */
+    int handshake_timeout_seconds;
+
+    /* Keep-alive: after this long without a byte from the peer we send a ping
+     * (RFC 6455 §5.5.2); when another interval passes with still no byte, the
+     * peer is gone (a half-open TCP connection, say), and we close with 1001.
+     * A peer that reads nothing for two intervals makes our send fail too. */
+    int ping_interval_seconds;
+
+    /* A message larger than this is failed with 1009 Message Too Big
+     * (RFC 6455 §7.4.1) as soon as a frame header announces it. */
+    uint64_t max_message_size;
+
+    /* A file descriptor that becomes readable when the server is shutting
+     * down (the read end of a pipe), or -1. Every connection watches it while
+     * it waits, and then closes with 1001 Going Away at the end of the
+     * message it is in. */
+    int stop_fd;
+};
+
 /* ==== The HTTP request and the opening handshake (RFC 6455 §4) ========== */
 
 struct ws_header {
@@ -100,17 +129,23 @@ struct ws_request {
 };
 
 /* Why a request was refused: the HTTP status to answer with and a short
- * sentence for the body. status 0 means "say nothing": the client is gone. */
+ * sentence for the body. status 0 means "say nothing": the client is gone.
+ * retry_after_seconds, when not 0, is sent as a Retry-After header (RFC 9110
+ * §10.2.3), which tells a client refused with 503 when to come back. */
 struct ws_refusal {
     int status;
     const char *reason;
+    int retry_after_seconds;
 };
 
 /* Reads one HTTP request from fd, up to and including the blank line, and
- * parses it. Returns 0, or -1 with *refusal saying why (431 for a request
- * larger than WS_MAX_REQUEST_SIZE, 400 for a malformed one, 0 when the
- * connection closed or failed first). */
-int ws_read_request(int fd, struct ws_request *request, struct ws_refusal *refusal);
+ * parses it. Returns 0, or -1 with *refusal saying why: 431 for a request
+ * larger than WS_MAX_REQUEST_SIZE, 400 for a malformed one, 408 when the
+ * whole request has not arrived within settings->handshake_timeout_seconds,
+ * 503 when settings->stop_fd says the server is shutting down, 0 when the
+ * connection closed or failed first. */
+int ws_read_request(int fd, struct ws_request *request, struct ws_refusal *refusal,
+                    const struct ws_settings *settings);
 
 /* Parses the request line and headers already in request->data (the first
  * request->length bytes). Returns 0 when a complete header block is there,
@@ -128,6 +163,11 @@ bool ws_is_websocket_request(const struct ws_request *request, struct ws_refusal
 /* Answers a refused request with its status, a plain-text body saying why,
  * and "Connection: close". Returns 0, or -1 if the answer could not be sent. */
 int ws_refuse(int fd, const struct ws_request *request, const struct ws_refusal *refusal);
+
+/* Like ws_refuse(), for a caller that cannot wait for one client: the accept
+ * loop, refusing a client it has no room for. The request is not read, and
+ * the connection is closed within a tenth of a second. */
+int ws_refuse_at_once(int fd, const struct ws_refusal *refusal);
 
 /* RFC 6455 §4.2.2: the Sec-WebSocket-Accept value for a Sec-WebSocket-Key:
  * base64(SHA-1(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11")). accept must
@@ -151,19 +191,34 @@ struct ws_receive_result {
 
 /* Completes the opening handshake for a request that ws_is_websocket_request()
  * accepted: sends "101 Switching Protocols" and returns a new connection, or
- * NULL on failure. The caller still owns fd, and closes it after ws_free(). */
-struct ws *ws_accept(int fd, const struct ws_request *request);
+ * NULL on failure. The caller still owns fd, and closes it after ws_free().
+ * The connection keeps a copy of *settings. */
+struct ws *ws_accept(int fd, const struct ws_request *request, const struct ws_settings *settings);
 
 /* Frees a connection made by ws_accept(). It does not close the socket. */
 void ws_free(struct ws *ws);
+
+/* What a connection did, for the host's log line. */
+struct ws_stats {
+    uint64_t bytes_received; /* every byte, the HTTP request included */
+    uint64_t bytes_sent;     /* every byte, the 101 response included */
+    /* The status of the close frame we sent (our answer to the peer's, or the
+     * reason we failed the connection), WS_CLOSE_NO_STATUS_RECEIVED for an
+     * empty one, or WS_CLOSE_ABNORMAL_CLOSURE when we sent none. */
+    enum ws_close_status close_status;
+};
+
+void ws_get_stats(const struct ws *ws, struct ws_stats *stats);
 
 /* Receives the next chunk of the current message into buf (at most len bytes,
  * len > 0) and describes it in *result. Pings are answered and pongs skipped
  * on the way. When the peer sends a close frame, result->close_status is set
  * (WS_CLOSE_NO_STATUS_RECEIVED for an empty one) and the caller should answer
- * with ws_close(). Returns 0, or -1 when the connection failed: the peer broke
- * the protocol (it has been sent the right close code) or the connection was
- * lost without a close frame (1006). */
+ * with ws_close(). When the server is shutting down, ws_receive() closes with
+ * 1001 itself, at the end of a message, and reports the peer's answer the
+ * same way. Returns 0, or -1 when the connection failed: the peer broke the
+ * protocol or a limit (it has been sent the right close code), stopped
+ * answering, or was lost without a close frame (1006). */
 int ws_receive(struct ws *ws, void *buf, size_t len, struct ws_receive_result *result);
 
 /* Sends len bytes as one frame of a text or binary message. When

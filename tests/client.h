@@ -21,13 +21,22 @@
 
 /* ==== The server under test ============================================= */
 
-/* Starts ./server (or $SERVER) on 127.0.0.1 with a port the kernel picks and
- * returns its pid, with the port in *port. Fails the test on error. */
+/* Starts ./server (or $SERVER) --quiet on 127.0.0.1 with a port the kernel
+ * picks and returns its pid, with the port in *port, or -1. */
 pid_t server_start(int *port);
 
-/* Stops a server started by server_start(), by its pid, and reaps it. Returns
- * the wait status. */
+/* The same with more command-line arguments (a NULL-terminated list, or
+ * NULL) instead of --quiet, and the server's standard error written to the
+ * file log_path (NULL: the test's own). */
+pid_t server_start_with(int *port, const char *const *arguments, const char *log_path);
+
+/* Stops a server started by server_start(), by its pid (SIGTERM, and SIGKILL
+ * if it has not exited 10 s later), and reaps it. Returns the wait status. */
 int server_stop(pid_t pid);
+
+/* Waits up to milliseconds for the server to exit, and reaps it. Returns the
+ * wait status, or -1 if it is still running. */
+int server_wait(pid_t pid, int milliseconds);
 
 /* ==== A test client ===================================================== */
 
@@ -55,6 +64,16 @@ struct frame {
 
 /* Opens a TCP connection to 127.0.0.1:port. Returns 0 or -1. */
 int client_connect(struct client *client, int port);
+
+/* The Sec-WebSocket-Key every test client sends. */
+#define CLIENT_KEY "dGhlIHNhbXBsZSBub25jZQ=="
+
+/* Connects and sends a WebSocket request, with extra_headers (each line
+ * ending in CRLF) after the usual ones, and reads the response's status line
+ * and headers into response (NUL-terminated, cut at size - 1 bytes). Returns
+ * 0 or -1; whatever the status, client->fd stays open. */
+int client_handshake(struct client *client, int port, const char *extra_headers, char *response,
+                     size_t size);
 
 /* Connects and performs the opening handshake, checking the server's 101 and
  * its Sec-WebSocket-Accept. Returns 0 or -1. */
@@ -117,15 +136,19 @@ void fill_payload(uint8_t *buf, size_t length, bool text, unsigned seed);
 
 /* ==== Assertions and fixtures for Check tests =========================== */
 
-/* The port of the server started by fixture_start_server(). */
+/* The port and pid of the server started by fixture_start_server(). */
 extern int test_server_port;
+extern pid_t test_server_pid;
 
 /* An unchecked fixture (it runs in the test runner, not in each test's child
  * process): one server for a whole TCase, so each test also proves that the
- * tests before it left the server serving. fixture_stop_server() stops it by
- * pid and records it if the server died any other way than by our SIGTERM;
- * fixture_failures() is then non-zero. */
+ * tests before it left the server serving. fixture_start_server() starts it
+ * with --quiet, fixture_start_server_with() with other arguments.
+ * fixture_stop_server() stops it by pid with SIGTERM and records it if the
+ * server did not then exit with status 0; fixture_failures() is then
+ * non-zero. */
 void fixture_start_server(void);
+void fixture_start_server_with(const char *const *arguments);
 void fixture_stop_server(void);
 int fixture_failures(void);
 

@@ -34,6 +34,7 @@ run() {
 
 run tests/unit_tests
 run tests/integration_tests
+run tests/reliability_tests
 run tests/conformance_tests
 run "$PYTHON" tests/interop_websockets.py ./server
 

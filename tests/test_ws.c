@@ -115,7 +115,7 @@ static const struct {
 START_TEST(test_parse_refuses_malformed_requests)
 {
     static struct ws_request request;
-    struct ws_refusal refusal = {0, NULL};
+    struct ws_refusal refusal = {0, NULL, 0};
     ck_assert_int_eq(parse(&request, BAD_REQUESTS[_i].text, &refusal), -1);
     ck_assert_int_eq(refusal.status, BAD_REQUESTS[_i].status);
     ck_assert_ptr_nonnull(refusal.reason);
@@ -138,7 +138,7 @@ END_TEST
 START_TEST(test_parse_refuses_a_nul_byte)
 {
     static struct ws_request request;
-    struct ws_refusal refusal = {0, NULL};
+    struct ws_refusal refusal = {0, NULL, 0};
     memset(&request, 0, sizeof request);
     memcpy(request.data, "GET / HTTP/1.1\r\nA: \0b\r\n\r\n", 26);
     request.length = 26;
@@ -151,7 +151,7 @@ START_TEST(test_parse_refuses_too_many_headers_with_431)
 {
     static struct ws_request request;
     static char text[WS_MAX_REQUEST_SIZE];
-    struct ws_refusal refusal = {0, NULL};
+    struct ws_refusal refusal = {0, NULL, 0};
     strcpy(text, "GET / HTTP/1.1\r\n");
     for (int i = 0; i <= WS_MAX_HEADERS; i++)
         strcat(text, "X: y\r\n");
@@ -174,7 +174,7 @@ static int handshake_status(const char *line_start, const char *replacement)
     const char *after = strstr(at, "\r\n") + 2;
     snprintf(text, sizeof text, "%.*s%s%s", (int)(at - GOOD_REQUEST), GOOD_REQUEST, replacement,
              after);
-    struct ws_refusal refusal = {0, NULL};
+    struct ws_refusal refusal = {0, NULL, 0};
     ck_assert_int_eq(parse(&request, text, &refusal), 0);
     if (ws_is_websocket_request(&request, &refusal))
         return 101;
@@ -501,15 +501,28 @@ END_TEST
 
 /* ==== A connection, over a socketpair ================================== */
 
-START_TEST(test_a_failed_connection_stays_failed)
+/* No limits and no timers: what each test below changes, it sets. */
+static const struct ws_settings NO_LIMITS = {.stop_fd = -1};
+
+/* Accepts GOOD_REQUEST on ends[0] of a new socketpair; the test plays the
+ * client on ends[1]. The 101 response is read and dropped. */
+static struct ws *accept_on_socketpair(int ends[2], const struct ws_settings *settings)
 {
     static struct ws_request request;
     struct ws_refusal refusal;
     ck_assert_int_eq(parse(&request, GOOD_REQUEST, &refusal), 0);
-    int ends[2];
     ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, ends), 0);
-    struct ws *ws = ws_accept(ends[0], &request);
+    struct ws *ws = ws_accept(ends[0], &request, settings);
     ck_assert_ptr_nonnull(ws);
+    char response[256];
+    ck_assert_int_gt(recv(ends[1], response, sizeof response, 0), 0);
+    return ws;
+}
+
+START_TEST(test_a_failed_connection_stays_failed)
+{
+    int ends[2];
+    struct ws *ws = accept_on_socketpair(ends, &NO_LIMITS);
     /* Two masked text frames (key 0): the first is not UTF-8 (RFC 6455 §8.1),
      * the second is fine, and arrives in the same read. Then end-of-file, so
      * that failing the connection does not linger. */
@@ -527,6 +540,155 @@ START_TEST(test_a_failed_connection_stays_failed)
     ws_free(ws);
     close(ends[0]);
     close(ends[1]);
+}
+END_TEST
+
+START_TEST(test_message_over_the_limit_fails_with_1009_before_its_payload)
+{
+    struct ws_settings settings = NO_LIMITS;
+    settings.max_message_size = 1000;
+    int ends[2];
+    struct ws *ws = accept_on_socketpair(ends, &settings);
+    /* A first fragment of 600 bytes, whole, then a header that announces 401
+     * more: 1001 in all. None of the second fragment's payload is sent. */
+    static uint8_t frames[2 + 4 + 600 + 4 + 4];
+    size_t length = 0;
+    frames[length++] = 0x02; /* binary, not final */
+    frames[length++] = 0x80 | 126;
+    frames[length++] = 600 >> 8;
+    frames[length++] = 600 & 0xFF;
+    length += 4 + 600; /* mask key 0, payload zeros */
+    frames[length++] = 0x80; /* continuation, final */
+    frames[length++] = 0x80 | 126;
+    frames[length++] = 401 >> 8;
+    frames[length++] = 401 & 0xFF;
+    length += 4;
+    ck_assert_int_eq(send(ends[1], frames, length, 0), (ssize_t)length);
+    shutdown(ends[1], SHUT_WR);
+    uint8_t buffer[4096];
+    struct ws_receive_result result;
+    ck_assert_int_eq(ws_receive(ws, buffer, sizeof buffer, &result), 0);
+    ck_assert_uint_eq(result.count, 600);
+    ck_assert_int_eq(ws_receive(ws, buffer, sizeof buffer, &result), -1);
+    uint8_t close_frame[64];
+    ck_assert_int_ge(recv(ends[1], close_frame, sizeof close_frame, 0), 4);
+    ck_assert_uint_eq(close_frame[0], 0x88);
+    ck_assert_uint_eq(close_frame[2] << 8 | close_frame[3], WS_CLOSE_MESSAGE_TOO_BIG);
+    struct ws_stats stats;
+    ws_get_stats(ws, &stats);
+    ck_assert_int_eq(stats.close_status, WS_CLOSE_MESSAGE_TOO_BIG);
+    ws_free(ws);
+    close(ends[0]);
+    close(ends[1]);
+}
+END_TEST
+
+START_TEST(test_message_exactly_at_the_limit_is_delivered)
+{
+    struct ws_settings settings = NO_LIMITS;
+    settings.max_message_size = 125;
+    int ends[2];
+    struct ws *ws = accept_on_socketpair(ends, &settings);
+    static uint8_t frame[2 + 4 + 125] = {0x82, 0x80 | 125};
+    ck_assert_int_eq(send(ends[1], frame, sizeof frame, 0), (ssize_t)sizeof frame);
+    uint8_t buffer[4096];
+    struct ws_receive_result result;
+    ck_assert_int_eq(ws_receive(ws, buffer, sizeof buffer, &result), 0);
+    ck_assert_uint_eq(result.count, 125);
+    ck_assert(result.end_of_message);
+    ws_free(ws);
+    close(ends[0]);
+    close(ends[1]);
+}
+END_TEST
+
+/* A masked text frame with a 2-byte payload (mask key 0): 8 bytes. */
+static void send_short_text(int fd, const char text[2])
+{
+    const uint8_t frame[8] = {0x81, 0x82, 0, 0, 0, 0, (uint8_t)text[0], (uint8_t)text[1]};
+    ck_assert_int_eq(send(fd, frame, sizeof frame, 0), (ssize_t)sizeof frame);
+}
+
+static void expect_text(struct ws *ws, const char text[2])
+{
+    uint8_t buffer[64];
+    struct ws_receive_result result;
+    ck_assert_int_eq(ws_receive(ws, buffer, sizeof buffer, &result), 0);
+    ck_assert_int_eq(result.close_status, WS_CLOSE_NONE);
+    ck_assert_uint_eq(result.count, 2);
+    ck_assert_mem_eq(buffer, text, 2);
+}
+
+START_TEST(test_stop_delivers_messages_already_queued_then_closes_with_1001)
+{
+    int stop[2];
+    ck_assert_int_eq(pipe(stop), 0);
+    struct ws_settings settings = NO_LIMITS;
+    settings.stop_fd = stop[0];
+    int ends[2];
+    struct ws *ws = accept_on_socketpair(ends, &settings);
+    send_short_text(ends[1], "aa");
+    expect_text(ws, "aa"); /* the inbox is empty again, between two messages */
+    /* Two more messages wait in the kernel, unread, when the stop comes: the
+     * peer sent them before it, so they are still delivered. */
+    send_short_text(ends[1], "bb");
+    send_short_text(ends[1], "cc");
+    ck_assert_int_eq(write(stop[1], "x", 1), 1);
+    expect_text(ws, "bb");
+    expect_text(ws, "cc");
+    /* Then the server closes with 1001 and waits for our answer. */
+    const uint8_t close_frame[] = {0x88, 0x82, 0, 0, 0, 0, 0x03, 0xE9};
+    ck_assert_int_eq(send(ends[1], close_frame, sizeof close_frame, 0), (ssize_t)sizeof close_frame);
+    uint8_t buffer[64];
+    struct ws_receive_result result;
+    ck_assert_int_eq(ws_receive(ws, buffer, sizeof buffer, &result), 0);
+    ck_assert_int_eq(result.close_status, WS_CLOSE_GOING_AWAY);
+    uint8_t sent[64];
+    ck_assert_int_eq(recv(ends[1], sent, sizeof sent, 0), 2 + 2 + 20); /* "server shutting down" */
+    ck_assert_uint_eq(sent[0], 0x88);
+    ck_assert_uint_eq(sent[2] << 8 | sent[3], WS_CLOSE_GOING_AWAY);
+    ws_free(ws);
+    close(ends[0]);
+    close(ends[1]);
+    close(stop[0]);
+    close(stop[1]);
+}
+END_TEST
+
+START_TEST(test_request_that_never_ends_gets_408)
+{
+    int ends[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, ends), 0);
+    const char partial[] = "GET / HTTP/1.1\r\nHost: x\r\n";
+    ck_assert_int_eq(send(ends[1], partial, sizeof partial - 1, 0), (ssize_t)sizeof partial - 1);
+    struct ws_settings settings = NO_LIMITS;
+    settings.handshake_timeout_seconds = 1;
+    static struct ws_request request;
+    struct ws_refusal refusal;
+    ck_assert_int_eq(ws_read_request(ends[0], &request, &refusal, &settings), -1);
+    ck_assert_int_eq(refusal.status, 408);
+    close(ends[0]);
+    close(ends[1]);
+}
+END_TEST
+
+START_TEST(test_request_during_shutdown_gets_503)
+{
+    int ends[2];
+    int stop[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, ends), 0);
+    ck_assert_int_eq(pipe(stop), 0);
+    ck_assert_int_eq(write(stop[1], "x", 1), 1);
+    struct ws_settings settings = NO_LIMITS;
+    settings.stop_fd = stop[0];
+    static struct ws_request request;
+    struct ws_refusal refusal;
+    ck_assert_int_eq(ws_read_request(ends[0], &request, &refusal, &settings), -1);
+    ck_assert_int_eq(refusal.status, 503);
+    close(ends[0]);
+    close(ends[1]);
+    close(stop[0]);
+    close(stop[1]);
 }
 END_TEST
 
@@ -594,6 +756,11 @@ static Suite *ws_suite(void)
 
     TCase *connection = tcase_create("connection");
     tcase_add_test(connection, test_a_failed_connection_stays_failed);
+    tcase_add_test(connection, test_message_over_the_limit_fails_with_1009_before_its_payload);
+    tcase_add_test(connection, test_message_exactly_at_the_limit_is_delivered);
+    tcase_add_test(connection, test_stop_delivers_messages_already_queued_then_closes_with_1001);
+    tcase_add_test(connection, test_request_that_never_ends_gets_408);
+    tcase_add_test(connection, test_request_during_shutdown_gets_503);
     suite_add_tcase(suite, connection);
     return suite;
 }
