@@ -131,7 +131,7 @@ enum {
 static int set_number_option(struct options *options, int option, const char *text)
 {
     long long value = 0;
-    const long long day = 24 * 60 * 60;
+    const long long day = 24LL * 60 * 60;
     bool ok = false;
     switch (option) {
     case OPTION_MAX_CONNECTIONS:
@@ -236,9 +236,10 @@ static long descriptor_budget(void)
         if (setrlimit(RLIMIT_NOFILE, &limit) != 0)
             getrlimit(RLIMIT_NOFILE, &limit);
     }
-    rlim_t budget = limit.rlim_cur > 1000000 ? 1000000 : limit.rlim_cur;
-    return budget > 2 * RESERVED_DESCRIPTORS ? (long)budget - RESERVED_DESCRIPTORS
-                                             : RESERVED_DESCRIPTORS;
+    long budget = limit.rlim_cur > 1000000 ? 1000000 : (long)limit.rlim_cur;
+    if (budget < 2L * RESERVED_DESCRIPTORS)
+        return RESERVED_DESCRIPTORS;
+    return budget - RESERVED_DESCRIPTORS;
 }
 
 static void set_default_options(struct options *options)
@@ -499,10 +500,9 @@ static void websocket_controller_get(const struct client *client)
     struct ws_stats stats;
     ws_get_stats(ws, &stats);
     ws_free(ws);
-    log_line(options, "close %s thread %lu: code %d, %llu bytes in, %llu out, %.3f s",
-             client->peer, client->id, (int)stats.close_status,
-             (unsigned long long)stats.bytes_received, (unsigned long long)stats.bytes_sent,
-             seconds_since(&client->started));
+    log_line(options, "close %s thread %lu: code %d, %llu bytes in, %llu out, %.3f s", client->peer,
+             client->id, (int)stats.close_status, (unsigned long long)stats.bytes_received,
+             (unsigned long long)stats.bytes_sent, seconds_since(&client->started));
 }
 
 /* The body of each client's thread. */
@@ -658,7 +658,10 @@ static void shut_down(const struct options *options)
         disconnect_all_clients();
         left = wait_for_clients(DISCONNECT_GRACE_SECONDS);
     }
-    log_line(options, "stopped");
+    if (left > 0)
+        log_line(options, "stopped, leaving %ld connection(s) that would not end", left);
+    else
+        log_line(options, "stopped");
 }
 
 /* ==== main ============================================================== */

@@ -316,12 +316,12 @@ int ws_parse_request(struct ws_request *request, struct ws_refusal *refusal)
 
 /* Waits until fd has bytes to read, deadline passes (408), or stop_fd becomes
  * readable (503). Returns 0 for "readable", or -1 with *refusal. */
-static int wait_for_request_bytes(int fd, int64_t deadline, int stop_fd,
-                                  struct ws_refusal *refusal)
+static int wait_for_request_bytes(int fd, int64_t deadline, int stop_fd, struct ws_refusal *refusal)
 {
     for (;;) {
         struct pollfd fds[2] = {{.fd = fd, .events = POLLIN}, {.fd = stop_fd, .events = POLLIN}};
-        int ready = poll(fds, stop_fd >= 0 ? 2 : 1, deadline > 0 ? milliseconds_until(deadline) : -1);
+        int ready =
+            poll(fds, stop_fd >= 0 ? 2 : 1, deadline > 0 ? milliseconds_until(deadline) : -1);
         if (ready < 0 && errno == EINTR)
             continue;
         if (ready < 0) {
@@ -664,7 +664,7 @@ struct ws *ws_accept(int fd, const struct ws_request *request, const struct ws_s
     /* A peer that reads nothing for two keep-alive intervals makes a send
      * fail (SO_SNDTIMEO) rather than hold our thread forever. */
     if (settings->ping_interval_seconds > 0) {
-        struct timeval timeout = {.tv_sec = 2 * settings->ping_interval_seconds};
+        struct timeval timeout = {.tv_sec = (time_t)2 * settings->ping_interval_seconds};
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
     }
     /* Frames the client sent right behind its request are already read. */

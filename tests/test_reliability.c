@@ -107,8 +107,7 @@ START_TEST(test_request_sent_a_byte_at_a_time_still_times_out)
     ck_assert_msg(sent < 20, "still no answer after %zu bytes, one every 300 ms", sent);
     char response[512];
     read_response(fd, response, sizeof response);
-    ck_assert_msg(strncmp(response, "HTTP/1.1 408 ", 13) == 0, "expected a 408, got: %s",
-                  response);
+    ck_assert_msg(strncmp(response, "HTTP/1.1 408 ", 13) == 0, "expected a 408, got: %s", response);
     close(fd);
 }
 END_TEST
@@ -178,9 +177,9 @@ START_TEST(test_peer_that_answers_pings_stays_connected)
         struct frame frame;
         ck_assert_int_eq(client_read_frame(&client, &frame), 0);
         ck_assert_uint_eq(frame.opcode, WS_OPCODE_PING);
-        ck_assert_int_eq(client_send_frame(&client, true, WS_OPCODE_PONG, frame.payload,
-                                           (size_t)frame.length),
-                         0);
+        ck_assert_int_eq(
+            client_send_frame(&client, true, WS_OPCODE_PONG, frame.payload, (size_t)frame.length),
+            0);
         frame_free(&frame);
     }
     echo_or_fail(&client, "still here");
@@ -224,8 +223,7 @@ START_TEST(test_client_over_the_limit_gets_503_with_retry_after)
                      0);
     ck_assert_msg(strncmp(response, "HTTP/1.1 503 Service Unavailable\r\n", 34) == 0,
                   "expected a 503, got: %s", response);
-    ck_assert_msg(strstr(response, "\r\nRetry-After: ") != NULL, "no Retry-After in: %s",
-                  response);
+    ck_assert_msg(strstr(response, "\r\nRetry-After: ") != NULL, "no Retry-After in: %s", response);
     client_close(&third);
 
     /* The two that got in are served as before, and once one leaves, there
@@ -299,8 +297,12 @@ END_TEST
 
 static void start_with_two_allowed_origins(void)
 {
-    static const char *const arguments[] = {"--quiet", "--allow-origin", "http://good.example",
-                                            "--allow-origin", "https://also.example:8443", NULL};
+    static const char *const arguments[] = {"--quiet",
+                                            "--allow-origin",
+                                            "http://good.example",
+                                            "--allow-origin",
+                                            "https://also.example:8443",
+                                            NULL};
     fixture_start_server_with(arguments);
 }
 
@@ -368,7 +370,9 @@ static void build_frames(uint8_t *frames, int count)
     const uint8_t key[4] = {1, 2, 3, 4};
     for (int i = 0; i < count; i++) {
         uint8_t *frame = frames + (size_t)i * FRAME_SIZE;
-        struct ws_frame_header header = {.fin = true, .opcode = WS_OPCODE_BINARY, .masked = true,
+        struct ws_frame_header header = {.fin = true,
+                                         .opcode = WS_OPCODE_BINARY,
+                                         .masked = true,
                                          .payload_length = PAYLOAD_SIZE};
         memcpy(header.mask_key, key, 4);
         size_t header_size = ws_encode_frame_header(&header, frame);
@@ -431,8 +435,8 @@ START_TEST(test_shutdown_echoes_every_message_received_before_it_then_sends_1001
         echoed++;
     }
     ck_assert_msg(echoed >= delivered,
-                  "%d messages had reached the server before the signal, %d were echoed",
-                  delivered, echoed);
+                  "%d messages had reached the server before the signal, %d were echoed", delivered,
+                  echoed);
     ck_assert_int_eq(client_send_close(&client, WS_CLOSE_GOING_AWAY, ""), 0);
     ck_assert(client_wait_for_eof(&client));
     client_close(&client);
@@ -519,9 +523,9 @@ START_TEST(test_each_connection_logs_one_line_when_it_opens_and_one_when_it_clos
 
     struct client client;
     ck_assert_int_eq(client_open(&client, port), 0);
-    struct sockaddr_in local;
+    struct sockaddr_in local = {0};
     socklen_t length = sizeof local;
-    getsockname(client.fd, (struct sockaddr *)&local, &length);
+    ck_assert_int_eq(getsockname(client.fd, (struct sockaddr *)&local, &length), 0);
     ck_assert_int_eq(client_send_frame(&client, true, WS_OPCODE_TEXT, "hello", 5), 0);
     expect_message(&client, WS_OPCODE_TEXT, "hello", 5);
     ck_assert_int_eq(client_send_close(&client, WS_CLOSE_NORMAL_CLOSURE, ""), 0);
@@ -547,8 +551,8 @@ START_TEST(test_each_connection_logs_one_line_when_it_opens_and_one_when_it_clos
                                   "Sec-WebSocket-Version: 13\r\n\r\n",
                                   port, CLIENT_KEY);
     snprintf(expected, sizeof expected,
-             "close 127.0.0.1:%d thread 1: code 1000, %d bytes in, %d out, ",
-             ntohs(local.sin_port), request_length + 11 + 8, 129 + 7 + 4);
+             "close 127.0.0.1:%d thread 1: code 1000, %d bytes in, %d out, ", ntohs(local.sin_port),
+             request_length + 11 + 8, 129 + 7 + 4);
     ck_assert_msg(strstr(log, expected) != NULL, "no \"%s\" in the log:\n%s", expected, log);
     ck_assert_msg(strstr(log, "thread 2: 400 not a WebSocket request") != NULL,
                   "no refusal line in the log:\n%s", log);
@@ -623,8 +627,10 @@ START_TEST(test_running_out_of_descriptors_backs_off_instead_of_spinning)
     long before = cpu_ticks(pid);
     sleep_milliseconds(1000);
     long used = cpu_ticks(pid) - before;
-    ck_assert_msg(used < 20, "the server used %ld of 100 clock ticks in 1 s while out of file "
-                             "descriptors: it spins", used);
+    ck_assert_msg(used < 20,
+                  "the server used %ld of 100 clock ticks in 1 s while out of file "
+                  "descriptors: it spins",
+                  used);
 
     for (int i = 0; i < CROWD; i++)
         client_close(&crowd[i]);
@@ -686,7 +692,8 @@ static Suite *reliability_suite(void)
 
     TCase *logging = tcase_create("logging");
     tcase_set_timeout(logging, 30);
-    tcase_add_test(logging, test_each_connection_logs_one_line_when_it_opens_and_one_when_it_closes);
+    tcase_add_test(logging,
+                   test_each_connection_logs_one_line_when_it_opens_and_one_when_it_closes);
     tcase_add_test(logging, test_quiet_server_logs_nothing);
     suite_add_tcase(suite, logging);
 

@@ -557,7 +557,7 @@ START_TEST(test_message_over_the_limit_fails_with_1009_before_its_payload)
     frames[length++] = 0x80 | 126;
     frames[length++] = 600 >> 8;
     frames[length++] = 600 & 0xFF;
-    length += 4 + 600; /* mask key 0, payload zeros */
+    length += 4 + 600;       /* mask key 0, payload zeros */
     frames[length++] = 0x80; /* continuation, final */
     frames[length++] = 0x80 | 126;
     frames[length++] = 401 >> 8;
@@ -638,7 +638,8 @@ START_TEST(test_stop_delivers_messages_already_queued_then_closes_with_1001)
     expect_text(ws, "cc");
     /* Then the server closes with 1001 and waits for our answer. */
     const uint8_t close_frame[] = {0x88, 0x82, 0, 0, 0, 0, 0x03, 0xE9};
-    ck_assert_int_eq(send(ends[1], close_frame, sizeof close_frame, 0), (ssize_t)sizeof close_frame);
+    ck_assert_int_eq(send(ends[1], close_frame, sizeof close_frame, 0),
+                     (ssize_t)sizeof close_frame);
     uint8_t buffer[64];
     struct ws_receive_result result;
     ck_assert_int_eq(ws_receive(ws, buffer, sizeof buffer, &result), 0);
