@@ -26,7 +26,6 @@
 #include <strings.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/uio.h>
@@ -92,11 +91,9 @@ struct ws {
     int64_t last_heard;
     int64_t ping_sent_at;
 
-    /* Shutdown: set once settings.stop_fd became readable. stop_at counts the
-     * bytes the peer had sent us by then: we read (and echo) those, and go
-     * away at the first message boundary after them. */
+    /* Shutdown: set once settings.stop_fd has become readable. We go away
+     * at the first message boundary where nothing more has arrived. */
     bool stop_requested;
-    uint64_t stop_at;
 
     /* For ws_get_stats(). */
     uint64_t bytes_received;
@@ -142,18 +139,24 @@ static int send_bytes(int fd, const void *bytes, size_t length)
     return send_all(fd, &iov, 1);
 }
 
-/* Receives at most length bytes. Returns the count, or -1: on an error, or
- * when the peer closed the connection (errno is then ECONNRESET). */
-static ssize_t receive_some(int fd, void *buf, size_t length)
+/* Receives at most length bytes of what has already arrived, without
+ * waiting (MSG_DONTWAIT). Returns the count; 0 when nothing has arrived yet;
+ * or -1 on an error, or when the peer closed the connection (errno is then
+ * ECONNRESET). Callers wait with poll() only after a 0: when bytes are
+ * already there, as in the middle of a large message, reading costs one
+ * system call instead of two. */
+static ssize_t receive_available(int fd, void *buf, size_t length)
 {
     for (;;) {
-        ssize_t received = recv(fd, buf, length, 0);
+        ssize_t received = recv(fd, buf, length, MSG_DONTWAIT);
         if (received > 0)
             return received;
         if (received == 0) {
             errno = ECONNRESET;
             return -1;
         }
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return 0;
         if (errno != EINTR)
             return -1;
     }
@@ -357,14 +360,14 @@ int ws_read_request(int fd, struct ws_request *request, struct ws_refusal *refus
             set_refusal(refusal, 431, "request header block larger than 8 KiB");
             return -1;
         }
-        if (wait_for_request_bytes(fd, deadline, settings->stop_fd, refusal) != 0)
-            return -1;
-        ssize_t received = receive_some(fd, request->data + request->length,
-                                        WS_MAX_REQUEST_SIZE - request->length);
+        ssize_t received = receive_available(fd, request->data + request->length,
+                                             WS_MAX_REQUEST_SIZE - request->length);
         if (received < 0) {
             set_refusal(refusal, 0, "connection closed before the request was complete");
             return -1;
         }
+        if (received == 0 && wait_for_request_bytes(fd, deadline, settings->stop_fd, refusal) != 0)
+            return -1;
         request->length += (size_t)received;
     }
 }
@@ -794,31 +797,13 @@ static int handle_deadline(struct ws *ws)
     return send_frame(ws, true, WS_OPCODE_PING, NULL, 0); /* RFC 6455 §5.5.2 */
 }
 
-/* settings.stop_fd became readable: the server is shutting down. FIONREAD
- * tells how many bytes the kernel holds for us that we have not read yet:
- * the peer sent those before the stop, so they will still be echoed. */
-static void notice_stop(struct ws *ws)
-{
-    int queued = 0;
-    if (ioctl(ws->fd, FIONREAD, &queued) != 0 || queued < 0)
-        queued = 0;
-    ws->stop_requested = true;
-    ws->stop_at = ws->bytes_received + (uint64_t)queued;
-}
-
-enum wait_result { WAIT_READABLE, WAIT_STOP };
-
 /* Waits until the socket has something for recv() (bytes, or the error or
- * end of stream it will report), acting on timers and noticing the stop
- * signal on the way: the one place where a connection's thread sleeps. When
- * between_messages is true, it returns WAIT_STOP instead once the server is
- * stopping and every byte sent before the stop has been read. Returns
- * WAIT_READABLE, WAIT_STOP, or -1 when a timer failed the connection. */
-static int wait_for_bytes(struct ws *ws, bool between_messages)
+ * end of stream it will report) or the stop signal comes, acting on timers
+ * on the way: the one place where a connection's thread sleeps. Returns 0,
+ * or -1 when a timer failed the connection. */
+static int wait_for_bytes(struct ws *ws)
 {
     for (;;) {
-        if (between_messages && ws->stop_requested && ws->bytes_received >= ws->stop_at)
-            return WAIT_STOP;
         bool watch_stop = ws->settings.stop_fd >= 0 && !ws->stop_requested;
         struct pollfd fds[2] = {{.fd = ws->fd, .events = POLLIN},
                                 {.fd = ws->settings.stop_fd, .events = POLLIN}};
@@ -831,9 +816,9 @@ static int wait_for_bytes(struct ws *ws, bool between_messages)
         if (ready == 0 && handle_deadline(ws) != 0)
             return -1;
         if (ready > 0 && watch_stop && fds[1].revents != 0)
-            notice_stop(ws);
-        else if (ready > 0)
-            return WAIT_READABLE;
+            ws->stop_requested = true; /* the server is shutting down */
+        if (ready > 0)
+            return 0;
     }
 }
 
@@ -854,28 +839,36 @@ static void make_room_in_inbox(struct ws *ws)
     }
 }
 
-/* Reads what the socket has into the inbox, after wait_for_bytes(). */
-static int receive_into_inbox(struct ws *ws)
+/* What receive_more() returns when the server is stopping. */
+enum { RECEIVE_STOP = 1 };
+
+/* Receives more bytes into the inbox, waiting for them if none have arrived.
+ * Returns 0, or -1 when the connection failed. When between_messages is
+ * true and the server is stopping, it returns RECEIVE_STOP instead of
+ * waiting: every byte the peer had sent before the stop has been read, and
+ * every message echoed. */
+static int receive_more(struct ws *ws, bool between_messages)
 {
     make_room_in_inbox(ws);
-    ssize_t received = receive_some(ws->fd, ws->inbox + ws->in_end, sizeof ws->inbox - ws->in_end);
-    if (received < 0) {
-        ws->failed = true; /* 1006: the connection is gone without a close frame */
-        return -1;
+    for (;;) {
+        ssize_t received =
+            receive_available(ws->fd, ws->inbox + ws->in_end, sizeof ws->inbox - ws->in_end);
+        if (received < 0) {
+            ws->failed = true; /* 1006: the connection is gone without a close frame */
+            return -1;
+        }
+        if (received > 0) {
+            ws->in_end += (size_t)received;
+            ws->bytes_received += (size_t)received;
+            ws->last_heard = now_milliseconds();
+            ws->ping_sent_at = 0; /* any byte from the peer shows it is alive */
+            return 0;
+        }
+        if (between_messages && ws->stop_requested)
+            return RECEIVE_STOP;
+        if (wait_for_bytes(ws) != 0)
+            return -1;
     }
-    ws->in_end += (size_t)received;
-    ws->bytes_received += (size_t)received;
-    ws->last_heard = now_milliseconds();
-    ws->ping_sent_at = 0; /* any byte from the peer shows it is alive */
-    return 0;
-}
-
-/* Waits for more bytes and receives them into the inbox. */
-static int receive_more(struct ws *ws)
-{
-    if (wait_for_bytes(ws, false) < 0)
-        return -1;
-    return receive_into_inbox(ws);
 }
 
 static int read_frame_header(struct ws *ws, struct ws_frame_header *header)
@@ -889,7 +882,7 @@ static int read_frame_header(struct ws *ws, struct ws_frame_header *header)
         }
         if (size < 0)
             return fail_connection(ws, WS_CLOSE_PROTOCOL_ERROR, "payload length too large");
-        if (receive_more(ws) != 0)
+        if (receive_more(ws, false) != 0)
             return -1;
     }
 }
@@ -899,7 +892,7 @@ static int read_frame_header(struct ws *ws, struct ws_frame_header *header)
  * wait for more, once. So it may return fewer than want, never zero. */
 static ssize_t read_payload(struct ws *ws, uint8_t *dst, size_t want)
 {
-    if (ws->in_start == ws->in_end && receive_more(ws) != 0)
+    if (ws->in_start == ws->in_end && receive_more(ws, false) != 0)
         return -1;
     size_t available = ws->in_end - ws->in_start;
     size_t count = available < want ? available : want;
@@ -1100,13 +1093,11 @@ int ws_receive(struct ws *ws, void *buf, size_t len, struct ws_receive_result *r
         if (!ws->in_message && ws->in_start == ws->in_end) {
             /* Between messages with nothing buffered: the one place where a
              * shutdown may end the connection (not once we sent our close). */
-            int waited = wait_for_bytes(ws, !ws->close_sent);
-            if (waited < 0)
+            int received = receive_more(ws, !ws->close_sent);
+            if (received < 0)
                 return -1;
-            if (waited == WAIT_STOP)
+            if (received == RECEIVE_STOP)
                 return go_away(ws, result);
-            if (receive_into_inbox(ws) != 0)
-                return -1;
         }
         if (next_frame(ws) != 0)
             return -1;

@@ -35,6 +35,7 @@ SERVERS = {
 # (name, loadgen arguments, the figures shown, servers it applies to)
 WS = ["ours", "node ws", "python websockets"]
 ALL = WS + ["tcp echo"]
+# (--baseline adds its server to both lists, so it runs wherever ours does)
 SCENARIOS = [
     ("64 B echo, 1 connection", "echo --connections 1 --size 64",
      ["messages_per_s", "p50_us", "p99_us"], ALL),
@@ -162,7 +163,15 @@ def main():
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--only", help="run only the scenarios whose name contains this")
     parser.add_argument("--servers", help="comma-separated, e.g. ours,node ws")
+    parser.add_argument("--baseline", metavar="PATH",
+                        help="another build of our server (an older commit, say), measured as "
+                             "'baseline' in every scenario ours is in")
     options = parser.parse_args()
+    if options.baseline:
+        SERVERS["baseline"] = [os.path.abspath(options.baseline), "--port", "0"]
+        for scenario in SCENARIOS:
+            if "baseline" not in scenario[3]:
+                scenario[3].append("baseline")
     servers = ["ours"] if options.smoke else list(SERVERS)
     if options.servers:
         servers = options.servers.split(",")

@@ -361,7 +361,7 @@ static void expect_clean_exit(pid_t pid, int milliseconds)
                   milliseconds, (unsigned)status);
 }
 
-enum { FRAME_SIZE = 1024, PAYLOAD_SIZE = FRAME_SIZE - 8, MAX_FRAMES = 8192 };
+enum { FRAME_SIZE = 1024, PAYLOAD_SIZE = FRAME_SIZE - 8, MAX_FRAMES = 8192 }; /* 8 MiB */
 
 /* Fills frames with count masked binary frames of exactly FRAME_SIZE bytes
  * (4 bytes of header, 4 of mask, the payload of message i). */
@@ -389,10 +389,7 @@ START_TEST(test_shutdown_echoes_every_message_received_before_it_then_sends_1001
     ck_assert_int_eq(client_open(&client, port), 0);
     /* We send without reading a single echo, until every buffer between us
      * is full: the server is then blocked writing echoes to us, and many
-     * messages wait unread in its socket. Each frame is exactly 1 KiB, so the
-     * server's 8 KiB reads end between two messages: the moment where it may
-     * stop, and must not while bytes that reached it before the signal are
-     * still unread. */
+     * messages wait unread in its socket when the signal comes. */
     static uint8_t frames[(size_t)MAX_FRAMES * FRAME_SIZE];
     build_frames(frames, MAX_FRAMES);
     size_t sent = 0;
