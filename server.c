@@ -63,6 +63,9 @@
 
 #define MAX_ALLOWED_ORIGINS 16
 
+/* Set when SIGINT or SIGTERM arrives (see "Shutting down" below). */
+static volatile sig_atomic_t stop_signalled;
+
 struct options {
     const char *host;
     const char *port;
@@ -275,8 +278,8 @@ static void log_line(const struct options *options, const char *format, ...)
     gmtime_r(&now.tv_sec, &utc);
     char line[640];
     size_t length = strftime(line, sizeof line, "%Y-%m-%dT%H:%M:%S", &utc);
-    length += (size_t)snprintf(line + length, sizeof line - length, ".%03ldZ ",
-                               now.tv_nsec / 1000000);
+    length +=
+        (size_t)snprintf(line + length, sizeof line - length, ".%03ldZ ", now.tv_nsec / 1000000);
     va_list arguments;
     va_start(arguments, format);
     int written = vsnprintf(line + length, sizeof line - length - 1, format, arguments);
@@ -570,17 +573,11 @@ static void handle_accept_error(int error)
     sleep_milliseconds(ACCEPT_BACKOFF_MILLISECONDS);
 }
 
-/* Accepts one client and starts its thread, or refuses it at once when
- * --max-connections clients are connected already. */
-static void accept_client(int listen_fd, const struct options *options)
+/* Starts a thread for the client just accepted on fd, or refuses it at once
+ * when --max-connections clients are connected already. */
+static void serve_client(int fd, const struct sockaddr_storage *peer, socklen_t peer_length,
+                         const struct options *options)
 {
-    struct sockaddr_storage peer;
-    socklen_t peer_length = sizeof peer;
-    int fd = accept(listen_fd, (struct sockaddr *)&peer, &peer_length);
-    if (fd < 0) {
-        handle_accept_error(errno);
-        return;
-    }
     struct client *client = calloc(1, sizeof *client);
     if (client == NULL) {
         close(fd);
@@ -589,7 +586,7 @@ static void accept_client(int listen_fd, const struct options *options)
     client->fd = fd;
     client->options = options;
     clock_gettime(CLOCK_MONOTONIC, &client->started);
-    describe_address((struct sockaddr *)&peer, peer_length, client->peer, sizeof client->peer);
+    describe_address((const struct sockaddr *)peer, peer_length, client->peer, sizeof client->peer);
     if (register_client(client, options->max_connections)) {
         start_client_thread(client);
     } else {
@@ -599,36 +596,48 @@ static void accept_client(int listen_fd, const struct options *options)
     }
 }
 
-/* Accepts clients until stop_fd becomes readable. poll() waits for either;
- * accept() itself could not be woken up by the stop. */
+/* Waits until a client is waiting to be accepted, or the stop comes.
+ * Returns false for the stop. */
+static bool wait_for_client(int listen_fd, int stop_fd)
+{
+    struct pollfd fds[2] = {{.fd = listen_fd, .events = POLLIN}, {.fd = stop_fd, .events = POLLIN}};
+    if (poll(fds, 2, -1) < 0 && errno != EINTR)
+        handle_accept_error(errno);
+    return fds[1].revents == 0;
+}
+
+/* Accepts clients until the stop. The listening socket does not block: while
+ * clients are queued, accept() takes the next one at once; when none is,
+ * poll() waits for a client or the stop, which accept() alone could not. */
 static void accept_loop(int listen_fd, int stop_fd, const struct options *options)
 {
-    for (;;) {
-        struct pollfd fds[2] = {{.fd = listen_fd, .events = POLLIN},
-                                {.fd = stop_fd, .events = POLLIN}};
-        if (poll(fds, 2, -1) < 0) {
+    while (!stop_signalled) {
+        struct sockaddr_storage peer;
+        socklen_t peer_length = sizeof peer;
+        int fd = accept(listen_fd, (struct sockaddr *)&peer, &peer_length);
+        if (fd >= 0)
+            serve_client(fd, &peer, peer_length, options);
+        else if (errno != EAGAIN && errno != EWOULDBLOCK)
             handle_accept_error(errno);
-            continue;
-        }
-        if (fds[1].revents != 0)
+        else if (!wait_for_client(listen_fd, stop_fd))
             return;
-        if (fds[0].revents != 0)
-            accept_client(listen_fd, options);
     }
 }
 
 /* ==== Shutting down ===================================================== */
 
 /* SIGINT (Ctrl+C) and SIGTERM write a byte into this pipe. Nobody ever reads
- * it, so from then on its read end stays readable: the accept loop and every
- * connection's thread, which all poll() it, see the stop at once, whichever
- * thread the signal interrupted. */
+ * it, so from then on its read end stays readable: every thread that poll()s
+ * it sees the stop at once, whichever thread the signal interrupted. The
+ * handler also sets stop_signalled, which the accept loop looks at between
+ * two clients without a system call. */
 static int stop_pipe[2] = {-1, -1};
 
 /* A signal handler may only call async-signal-safe functions; write() is one. */
 static void on_stop_signal(int signal_number)
 {
     (void)signal_number;
+    stop_signalled = 1;
     int saved_errno = errno;
     ssize_t ignored = write(stop_pipe[1], "x", 1);
     (void)ignored; /* a full pipe already says "stop" */
@@ -690,6 +699,10 @@ int main(int argc, char **argv)
     int listen_fd = listen_on(options.host, options.port);
     if (listen_fd < 0)
         return EXIT_FAILURE;
+    /* accept_loop() needs a listening socket that does not block. (On Linux
+     * the sockets accept() returns do not inherit the flag: they block, as
+     * the client threads expect.) */
+    fcntl(listen_fd, F_SETFL, O_NONBLOCK);
 
     char address[INET6_ADDRSTRLEN + 16];
     describe_local_address(listen_fd, address, sizeof address);

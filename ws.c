@@ -142,9 +142,9 @@ static int send_bytes(int fd, const void *bytes, size_t length)
 /* Receives at most length bytes of what has already arrived, without
  * waiting (MSG_DONTWAIT). Returns the count; 0 when nothing has arrived yet;
  * or -1 on an error, or when the peer closed the connection (errno is then
- * ECONNRESET). Callers wait with poll() only after a 0: when bytes are
- * already there, as in the middle of a large message, reading costs one
- * system call instead of two. */
+ * ECONNRESET). Where bytes are probably there already (the rest of a
+ * large message, a request), callers read first and wait with poll() only
+ * after a 0: one system call instead of two. */
 static ssize_t receive_available(int fd, void *buf, size_t length)
 {
     for (;;) {
@@ -850,6 +850,12 @@ enum { RECEIVE_STOP = 1 };
 static int receive_more(struct ws *ws, bool between_messages)
 {
     make_room_in_inbox(ws);
+    /* Between two messages, the next one has usually not arrived yet: we
+     * wait first, then read. In the middle of a message the rest usually has
+     * arrived: we read first, and wait only if nothing was there. Either way
+     * the common case costs two system calls at most. */
+    if (between_messages && !ws->stop_requested && wait_for_bytes(ws) != 0)
+        return -1;
     for (;;) {
         ssize_t received =
             receive_available(ws->fd, ws->inbox + ws->in_end, sizeof ws->inbox - ws->in_end);
