@@ -37,7 +37,7 @@ TEST_PROGRAMS  = tests/unit_tests tests/integration_tests tests/reliability_test
 	tests/conformance_tests
 
 .PHONY: all run test test-programs unit integration reliability conformance interop deps test-deps lint \
-	format format-check bench bench-deps bench-smoke sanitize valgrind clean help
+	format format-check bench bench-deps bench-smoke sanitize valgrind fuzz stress clean help
 
 all: server ## build the server
 
@@ -101,6 +101,9 @@ bench-deps: ## install Node.js and npm for the benchmark's Node ws peer, if miss
 bench-smoke: server bench/loadgen ## every benchmark mode for a second, against our server only
 	$(PYTHON) bench/run.py --smoke
 
+stress: server bench/loadgen ## 1,000 clients x 1,000 messages, 100 misbehaving, memory and exit checked
+	$(PYTHON) tests/stress.py
+
 # The test suites again, under the sanitizers: AddressSanitizer with
 # UndefinedBehaviorSanitizer (memory errors, undefined behaviour), then
 # ThreadSanitizer (data races). A report aborts the server or the test, and
@@ -116,6 +119,7 @@ define run_sanitized
 		LDFLAGS="$(1)"
 	tests/unit_tests
 	CK_TIMEOUT_MULTIPLIER=10 tests/integration_tests
+	CK_TIMEOUT_MULTIPLIER=3 tests/reliability_tests
 	for section in $(SANITIZED_SECTIONS); do \
 		CK_RUN_CASE="$$section" CK_TIMEOUT_MULTIPLIER=10 tests/conformance_tests || exit 1; \
 	done
@@ -127,19 +131,58 @@ sanitize: | test-deps ## the tests under ASan+UBSan, then under TSan
 	$(call run_sanitized,-fsanitize=thread)
 	$(MAKE) --no-print-directory clean >/dev/null
 
-# The integration tests against the server running under valgrind: every
-# server's report must be empty (no memory error, no definite leak).
+# The integration and reliability tests against the server running under
+# valgrind (tests/valgrind_server.sh). Each server exits by itself on SIGTERM;
+# valgrind's exit status fails the suite on any memory error or leak, and its
+# report must be empty too. One case is left out: valgrind runs one thread at
+# a time, so starting a thousand of them takes longer than the 2-second
+# handshake timeout that test races against.
 VALGRIND_LOGS = build/valgrind
 
-valgrind: server tests/integration_tests ## the integration tests with the server under valgrind
+valgrind: server tests/integration_tests tests/reliability_tests ## the integration and reliability tests with the server under valgrind
 	@command -v valgrind >/dev/null || { echo "valgrind is missing: apt-get install valgrind"; exit 1; }
 	rm -rf $(VALGRIND_LOGS) && mkdir -p $(VALGRIND_LOGS)
 	SERVER=tests/valgrind_server.sh VALGRIND_LOGS=$(VALGRIND_LOGS) CK_TIMEOUT_MULTIPLIER=20 \
 		tests/integration_tests
+	SERVER=tests/valgrind_server.sh VALGRIND_LOGS=$(VALGRIND_LOGS) CK_TIMEOUT_MULTIPLIER=5 \
+		CK_EXCLUDE_TAGS=many-threads tests/reliability_tests
 	@reports=$$(find $(VALGRIND_LOGS) -name '*.log' | wc -l); \
 	dirty=$$(find $(VALGRIND_LOGS) -name '*.log' -size +0 | wc -l); \
-	echo "valgrind: $$reports servers checked, $$dirty with errors or definite leaks"; \
+	echo "valgrind: $$reports servers checked, $$dirty with errors or leaks"; \
 	if [ "$$dirty" -ne 0 ]; then cat $$(find $(VALGRIND_LOGS) -name '*.log' -size +0); exit 1; fi
+
+# libFuzzer targets (fuzz/*.c), built with clang with AddressSanitizer and
+# UndefinedBehaviorSanitizer. Each runs for FUZZ_SECONDS, starting from the
+# seed corpus in fuzz/corpus/NAME (inputs that once crashed stay there, as
+# regression tests); what it discovers goes to build/fuzz/, never into the
+# repository. A crash stops make, and the input that caused it is saved as
+# build/fuzz/NAME-crash-... .
+FUZZ_TARGETS = request connection utf8
+FUZZ_SECONDS ?= 60
+FUZZ_BUILD    = build/fuzz
+FUZZ_FLAGS    = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+FUZZ_MAX_LEN_request    = 9000
+FUZZ_MAX_LEN_connection = 16384
+FUZZ_MAX_LEN_utf8       = 1024
+
+$(FUZZ_BUILD)/fuzz_%: fuzz/fuzz_%.c fuzz/reference_utf8.h ws.c ws.h | deps
+	@mkdir -p $(FUZZ_BUILD)
+	clang -std=c11 $(WARNINGS) -pthread $(FUZZ_FLAGS) $(CRYPTO_CFLAGS) -o $@ $< ws.c $(CRYPTO_LIBS)
+
+fuzz: $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%) ## run each libFuzzer target for FUZZ_SECONDS (default 60)
+	@for target in $(FUZZ_TARGETS); do \
+	    echo "== fuzz_$$target for $(FUZZ_SECONDS) s"; \
+	    mkdir -p $(FUZZ_BUILD)/corpus-$$target; \
+	    case $$target in request) max=$(FUZZ_MAX_LEN_request);; \
+	        connection) max=$(FUZZ_MAX_LEN_connection);; *) max=$(FUZZ_MAX_LEN_utf8);; esac; \
+	    $(FUZZ_BUILD)/fuzz_$$target -max_total_time=$(FUZZ_SECONDS) -max_len=$$max \
+	        -print_final_stats=1 -artifact_prefix=$(FUZZ_BUILD)/$$target- \
+	        $(FUZZ_BUILD)/corpus-$$target fuzz/corpus/$$target \
+	        > $(FUZZ_BUILD)/$$target.log 2>&1 || { tail -n 40 $(FUZZ_BUILD)/$$target.log; exit 1; }; \
+	    grep -E '^stat::(number_of_executed_units|new_units_added|peak_rss_mb)' \
+	        $(FUZZ_BUILD)/$$target.log; \
+	    grep -E 'cov: [0-9]+' $(FUZZ_BUILD)/$$target.log | tail -n 1; \
+	done
 
 # Installs Debian packages ($(1)) unless the shell test $(2) passes. The
 # command is printed before it runs; on a system without apt-get it is only
@@ -162,7 +205,7 @@ deps: ## install the libraries the build needs, if pkg-config cannot find them
 test-deps: ## install what the interoperability test needs, if it is missing
 	$(call install_if_missing,$(TEST_PACKAGES),$(PYTHON) -c 'import websockets' 2>/dev/null)
 
-SOURCES = server.c ws.c ws.h notifier.c notifier.h tests/*.c tests/*.h
+SOURCES = server.c ws.c ws.h notifier.c notifier.h tests/*.c tests/*.h fuzz/*.c fuzz/*.h
 
 lint: ## cppcheck and clang-tidy over the sources
 	cppcheck --quiet --error-exitcode=1 --enable=warning,style,performance,portability \

@@ -7,6 +7,9 @@
  *   loadgen hold      C connections held for T seconds, each answering an echo every
  *                     second: how many held (and the server's RSS and threads, --pid)
  *   loadgen large     the echo mode on one connection with large messages: MB/s
+ *   loadgen stress    C connections that each echo M messages of random sizes (1 byte
+ *                     to --max-size, spread evenly over the powers of two) and types,
+ *                     half of them in random fragments, then close: for "make stress"
  *
  * It is a correct RFC 6455 client: it masks every frame with a fresh key,
  * reassembles fragmented echoes, and checks every echoed byte; anything
@@ -39,7 +42,7 @@
 #define MAX_PIPELINE 64
 #define KEY "dGhlIHNhbXBsZSBub25jZQ=="
 
-enum mode { MODE_ECHO, MODE_HANDSHAKE, MODE_HOLD, MODE_LARGE };
+enum mode { MODE_ECHO, MODE_HANDSHAKE, MODE_HOLD, MODE_LARGE, MODE_STRESS };
 
 struct settings {
     enum mode mode;
@@ -52,10 +55,13 @@ struct settings {
     int threads;
     bool raw;
     int server_pid;
+    int messages;    /* stress: per connection */
+    size_t max_size; /* stress: the largest message */
 };
 
 static struct settings settings = {.host = "127.0.0.1", .port = 5175, .connections = 1,
-                                   .size = 64, .pipeline = 1, .seconds = 5, .threads = 1};
+                                   .size = 64, .pipeline = 1, .seconds = 5, .threads = 1,
+                                   .messages = 1000, .max_size = 65536};
 
 enum state { CONNECTING, HANDSHAKING, OPEN, CLOSING };
 
@@ -74,6 +80,12 @@ struct connection {
     int in_flight;
     bool answered;       /* hold mode: answered since the last round */
     bool closed_by_peer; /* handshake mode: the server's close frame came */
+    /* stress mode: the message in flight, and how many have come back */
+    uint32_t random;     /* xorshift state */
+    size_t message_size;
+    uint8_t message_opcode;
+    bool echo_started;
+    int messages_done;
 };
 
 struct worker {
@@ -83,7 +95,7 @@ struct worker {
     struct connection *connections;
     uint32_t *latencies; /* microseconds, one per echoed message */
     size_t latency_count, latency_capacity;
-    uint64_t messages, bytes, handshakes, errors, held;
+    uint64_t messages, bytes, handshakes, errors, held, completed;
 };
 
 static double now(void)
@@ -94,10 +106,34 @@ static double now(void)
 }
 
 /* The byte at offset of message number sequence: every echo is checked
- * against it without keeping a copy of what was sent. */
+ * against it without keeping a copy of what was sent. A text message gets
+ * printable ASCII, which is valid UTF-8. */
 static uint8_t pattern(uint64_t sequence, size_t offset)
 {
     return (uint8_t)(sequence * 131 + offset * 7 + (offset >> 8));
+}
+
+static uint8_t message_byte(uint64_t sequence, size_t offset, uint8_t opcode)
+{
+    uint8_t byte = pattern(sequence, offset);
+    return opcode == WS_OPCODE_TEXT ? (uint8_t)(' ' + byte % 95) : byte;
+}
+
+static uint32_t next_random(struct connection *c)
+{
+    uint32_t x = c->random; /* xorshift32: each connection its own stream */
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    return c->random = x;
+}
+
+/* Stress mode: a size from 1 to max_size, each power of two as likely. */
+static size_t random_size(struct connection *c)
+{
+    size_t low = (size_t)1 << (next_random(c) % 17);
+    size_t size = low + next_random(c) % low;
+    return size < settings.max_size ? size : settings.max_size;
 }
 
 /* ==== Buffers =========================================================== */
@@ -144,9 +180,52 @@ static uint8_t *reserve(struct connection *c, size_t count)
     return place;
 }
 
+/* Appends one masked frame of the current stress message: count bytes
+ * from offset. */
+static void queue_fragment(struct connection *c, bool fin, uint8_t opcode, size_t offset,
+                           size_t count)
+{
+    struct ws_frame_header header = {.fin = fin, .opcode = opcode, .masked = true,
+                                     .payload_length = count};
+    for (int i = 0; i < 4; i++)
+        header.mask_key[i] = (uint8_t)next_random(c);
+    uint8_t header_bytes[WS_MAX_FRAME_HEADER];
+    queue(c, header_bytes, ws_encode_frame_header(&header, header_bytes));
+    uint8_t *payload = reserve(c, count);
+    for (size_t i = 0; i < count; i++)
+        payload[i] = message_byte(c->next_sequence, offset + i, c->message_opcode);
+    ws_mask(payload, count, header.mask_key, 0);
+}
+
+/* Stress mode: one message of a random size and type; half of them are sent
+ * in 2 to 8 fragments of random sizes (some empty). */
+static void queue_stress_message(struct connection *c)
+{
+    c->message_size = random_size(c);
+    c->message_opcode = next_random(c) % 2 ? WS_OPCODE_TEXT : WS_OPCODE_BINARY;
+    c->echo_started = false;
+    int fragments = next_random(c) % 2 ? 1 : 2 + (int)(next_random(c) % 7);
+    size_t offset = 0;
+    for (int f = 0; f < fragments; f++) {
+        bool last = f == fragments - 1;
+        size_t count = last ? c->message_size - offset
+                            : next_random(c) % (c->message_size - offset + 1);
+        queue_fragment(c, last, f == 0 ? c->message_opcode : WS_OPCODE_CONTINUATION, offset,
+                       count);
+        offset += count;
+    }
+    c->sent_at[c->next_sequence % MAX_PIPELINE] = now();
+    c->next_sequence++;
+    c->in_flight++;
+}
+
 /* Appends one message: a masked binary frame (or, --raw, the bare bytes). */
 static void queue_message(struct connection *c)
 {
+    if (settings.mode == MODE_STRESS) {
+        queue_stress_message(c);
+        return;
+    }
     uint64_t sequence = c->next_sequence++;
     struct ws_frame_header header = {.fin = true, .opcode = WS_OPCODE_BINARY, .masked = true,
                                      .payload_length = settings.size};
@@ -200,6 +279,8 @@ static void start_connection(struct worker *w, struct connection *c)
     c->echo_offset = 0;
     c->closed_by_peer = false;
     c->first_sequence = c->next_sequence = c->expected_sequence = (uint64_t)rand();
+    c->random = (uint32_t)rand() | 1;
+    c->messages_done = 0;
     if (connect(c->fd, (struct sockaddr *)&address, sizeof address) != 0 && errno != EINPROGRESS)
         w->errors++;
     watch(w, c, EPOLL_CTL_ADD);
@@ -218,6 +299,11 @@ static void keep_busy(struct connection *c)
     if (settings.mode == MODE_ECHO || settings.mode == MODE_LARGE) {
         while (c->in_flight < settings.pipeline)
             queue_message(c);
+    } else if (settings.mode == MODE_STRESS) {
+        if (c->in_flight == 0 && c->messages_done < settings.messages)
+            queue_message(c);
+        else if (c->in_flight == 0 && c->state == OPEN)
+            queue_close(c);
     } else if (settings.mode == MODE_HANDSHAKE) {
         if (c->next_sequence == c->first_sequence)
             queue_message(c); /* the one echo */
@@ -233,8 +319,9 @@ static void record_echo(struct worker *w, struct connection *c)
     c->echo_offset = 0;
     c->in_flight--;
     c->answered = true;
+    c->messages_done++;
     w->messages++;
-    w->bytes += settings.size;
+    w->bytes += settings.mode == MODE_STRESS ? c->message_size : settings.size;
     if (w->latency_count == w->latency_capacity) {
         w->latency_capacity = w->latency_capacity ? 2 * w->latency_capacity : 65536;
         w->latencies = realloc(w->latencies, w->latency_capacity * sizeof *w->latencies);
@@ -242,15 +329,33 @@ static void record_echo(struct worker *w, struct connection *c)
     w->latencies[w->latency_count++] = (uint32_t)(latency * 1e6);
 }
 
+/* The size of the message whose echo is awaited. */
+static size_t expected_size(const struct connection *c)
+{
+    return settings.mode == MODE_STRESS ? c->message_size : settings.size;
+}
+
 /* Checks echoed payload bytes against the pattern. */
 static bool check_echo(struct connection *c, const uint8_t *bytes, size_t count)
 {
+    uint8_t opcode = settings.mode == MODE_STRESS ? c->message_opcode : WS_OPCODE_BINARY;
     for (size_t i = 0; i < count; i++) {
-        if (bytes[i] != pattern(c->expected_sequence, c->echo_offset + i))
+        if (bytes[i] != message_byte(c->expected_sequence, c->echo_offset + i, opcode))
             return false;
     }
     c->echo_offset += count;
-    return c->echo_offset <= settings.size;
+    return c->echo_offset <= expected_size(c);
+}
+
+/* Stress mode: the echo must start with the message's own opcode, and go
+ * on with continuation frames. */
+static bool check_opcode(struct connection *c, uint8_t opcode)
+{
+    if (settings.mode != MODE_STRESS)
+        return true;
+    bool ok = c->echo_started ? opcode == WS_OPCODE_CONTINUATION : opcode == c->message_opcode;
+    c->echo_started = true;
+    return ok;
 }
 
 /* Parses what has arrived. Returns false on a protocol or echo error. */
@@ -288,10 +393,11 @@ static bool handle_input(struct worker *w, struct connection *c)
         }
         if (header.opcode == WS_OPCODE_PING || header.opcode == WS_OPCODE_PONG)
             continue;
-        if (!check_echo(c, payload, (size_t)header.payload_length))
+        if (!check_opcode(c, header.opcode) ||
+            !check_echo(c, payload, (size_t)header.payload_length))
             return false;
         if (header.fin) {
-            if (c->echo_offset != settings.size)
+            if (c->echo_offset != expected_size(c))
                 return false;
             record_echo(w, c);
         }
@@ -386,6 +492,12 @@ static void on_event(struct worker *w, struct connection *c, uint32_t events)
     bool was_open = c->state == OPEN;
     if (ok && (events & (EPOLLIN | EPOLLERR | EPOLLHUP)))
         ok = receive(w, c) || c->closed_by_peer;
+    if (ok && c->closed_by_peer && settings.mode == MODE_STRESS) {
+        if (c->messages_done == settings.messages)
+            w->completed++;
+        end_connection(w, c); /* done for good */
+        return;
+    }
     if (ok && c->closed_by_peer) {
         end_connection(w, c); /* the closing handshake is done: again */
         start_connection(w, c);
@@ -428,6 +540,15 @@ static void hold_round(struct worker *w, bool last)
     }
 }
 
+static bool all_ended(const struct worker *w)
+{
+    for (int i = 0; i < w->count; i++) {
+        if (w->connections[i].fd >= 0)
+            return false;
+    }
+    return true;
+}
+
 static void *run_worker(void *arg)
 {
     struct worker *w = arg;
@@ -437,7 +558,7 @@ static void *run_worker(void *arg)
     double end = now() + settings.seconds;
     double next_round = now() + 1;
     struct epoll_event events[256];
-    while (now() < end) {
+    while (now() < end && !(settings.mode == MODE_STRESS && all_ended(w))) {
         int count = epoll_wait(w->epoll_fd, events, 256, 50);
         for (int i = 0; i < count; i++)
             on_event(w, events[i].data.ptr, events[i].events);
@@ -483,7 +604,7 @@ static void server_usage(long *rss_kb, long *threads)
 
 static void report(struct worker *workers, double elapsed)
 {
-    uint64_t messages = 0, bytes = 0, handshakes = 0, errors = 0, held = 0;
+    uint64_t messages = 0, bytes = 0, handshakes = 0, errors = 0, held = 0, completed = 0;
     size_t samples = 0;
     for (int t = 0; t < settings.threads; t++) {
         messages += workers[t].messages;
@@ -491,6 +612,7 @@ static void report(struct worker *workers, double elapsed)
         handshakes += workers[t].handshakes;
         errors += workers[t].errors;
         held += workers[t].held;
+        completed += workers[t].completed;
         samples += workers[t].latency_count;
     }
     uint32_t *all = malloc((samples + 1) * sizeof *all);
@@ -506,6 +628,10 @@ static void report(struct worker *workers, double elapsed)
            "handshakes_per_s=%.0f errors=%llu",
            (double)messages / elapsed, (double)bytes * 2 / elapsed / 1e6, p50, p99, p999,
            (double)handshakes / elapsed, (unsigned long long)errors);
+    if (settings.mode == MODE_STRESS)
+        printf(" messages=%llu bytes=%llu completed=%llu of=%d seconds=%.1f",
+               (unsigned long long)messages, (unsigned long long)bytes,
+               (unsigned long long)completed, settings.connections, elapsed);
     if (settings.mode == MODE_HOLD) {
         long rss_kb, threads;
         server_usage(&rss_kb, &threads);
@@ -520,9 +646,10 @@ static void report(struct worker *workers, double elapsed)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: loadgen echo|handshake|hold|large [--host A] [--port P]\n"
+    fprintf(stderr, "usage: loadgen echo|handshake|hold|large|stress [--host A] [--port P]\n"
                     "       [--connections C] [--size S] [--pipeline P] [--seconds T]\n"
-                    "       [--threads N] [--raw] [--pid SERVER_PID]\n");
+                    "       [--threads N] [--raw] [--pid SERVER_PID]\n"
+                    "       [--messages M] [--max-size S]   (stress)\n");
     exit(2);
 }
 
@@ -533,13 +660,14 @@ static void parse(int argc, char **argv)
         {"connections", required_argument, NULL, 'c'}, {"size", required_argument, NULL, 's'},
         {"pipeline", required_argument, NULL, 'P'}, {"seconds", required_argument, NULL, 't'},
         {"threads", required_argument, NULL, 'n'},  {"raw", no_argument, NULL, 'r'},
-        {"pid", required_argument, NULL, 'i'},      {NULL, 0, NULL, 0},
+        {"pid", required_argument, NULL, 'i'},      {"messages", required_argument, NULL, 'm'},
+        {"max-size", required_argument, NULL, 'M'}, {NULL, 0, NULL, 0},
     };
     if (argc < 2)
         usage();
-    const char *modes[] = {"echo", "handshake", "hold", "large"};
+    const char *modes[] = {"echo", "handshake", "hold", "large", "stress"};
     settings.mode = (enum mode)-1;
-    for (int m = 0; m < 4; m++)
+    for (int m = 0; m < 5; m++)
         if (strcmp(argv[1], modes[m]) == 0)
             settings.mode = (enum mode)m;
     if ((int)settings.mode < 0)
@@ -557,6 +685,8 @@ static void parse(int argc, char **argv)
         case 'n': settings.threads = atoi(optarg); break;
         case 'r': settings.raw = true; break;
         case 'i': settings.server_pid = atoi(optarg); break;
+        case 'm': settings.messages = atoi(optarg); break;
+        case 'M': settings.max_size = (size_t)strtoull(optarg, NULL, 10); break;
         default: usage();
         }
     }
