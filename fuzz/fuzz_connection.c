@@ -25,9 +25,10 @@
 
 #define MAX_MESSAGE 4096 /* small, so that 1009 is easy to reach */
 
-static const char REQUEST[] = "GET / HTTP/1.1\r\nHost: fuzz\r\nUpgrade: websocket\r\n"
-                              "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                              "Sec-WebSocket-Version: 13\r\n\r\n";
+static const char REQUEST[] =
+    "GET / HTTP/1.1\r\nHost: fuzz\r\nUpgrade: websocket\r\n"
+    "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    "Sec-WebSocket-Version: 13\r\n\r\n";
 
 /* The client's side, after it has sent the input: reads until the end. */
 static void *read_until_end(void *arg)

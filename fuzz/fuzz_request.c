@@ -19,8 +19,8 @@ static void check_inside(const struct ws_request *request, const char *text)
 
 static void check_refusal(const struct ws_refusal *refusal)
 {
-    if (refusal->reason == NULL || (refusal->status != 400 && refusal->status != 426 &&
-                                    refusal->status != 431))
+    if (refusal->reason == NULL ||
+        (refusal->status != 400 && refusal->status != 426 && refusal->status != 431))
         abort();
 }
 

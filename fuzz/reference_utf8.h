@@ -16,9 +16,11 @@ static bool reference_utf8_is_valid(const uint8_t *bytes, size_t length)
     size_t i = 0;
     while (i < length) {
         uint8_t first = bytes[i];
-        size_t size = first < 0x80 ? 1 : (first >> 5) == 0x06 ? 2 : (first >> 4) == 0x0E ? 3
-                                       : (first >> 3) == 0x1E   ? 4
-                                                                : 0;
+        size_t size = first < 0x80           ? 1
+                      : (first >> 5) == 0x06 ? 2
+                      : (first >> 4) == 0x0E ? 3
+                      : (first >> 3) == 0x1E ? 4
+                                             : 0;
         if (size == 0 || i + size > length)
             return false;
         uint32_t code_point = size == 1 ? first : first & (0x7F >> size);

@@ -95,8 +95,7 @@ pid_t server_start_with(int *port, const char *const *arguments, const char *log
 
 pid_t server_start(int *port)
 {
-    static const char *const quiet[] = {"--quiet", NULL};
-    return server_start_with(port, quiet, NULL);
+    return server_start_with(port, NULL, "/dev/null"); /* its log is not the test's */
 }
 
 int server_wait(pid_t pid, int milliseconds)
@@ -463,13 +462,12 @@ static int test_server_failures = 0;
 
 void fixture_start_server(void)
 {
-    static const char *const quiet[] = {"--quiet", NULL};
-    fixture_start_server_with(quiet);
+    fixture_start_server_with(NULL);
 }
 
 void fixture_start_server_with(const char *const *arguments)
 {
-    test_server_pid = server_start_with(&test_server_port, arguments, NULL);
+    test_server_pid = server_start_with(&test_server_port, arguments, "/dev/null");
     if (test_server_pid <= 0) {
         fprintf(stderr, "cannot start the server under test (is ./server built?)\n");
         exit(EXIT_FAILURE);

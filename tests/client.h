@@ -21,13 +21,14 @@
 
 /* ==== The server under test ============================================= */
 
-/* Starts ./server (or $SERVER) --quiet on 127.0.0.1 with a port the kernel
- * picks and returns its pid, with the port in *port, or -1. */
+/* Starts ./server (or $SERVER) on 127.0.0.1 with a port the kernel picks,
+ * its log (standard error) going to /dev/null, and returns its pid, with the
+ * port in *port, or -1. */
 pid_t server_start(int *port);
 
 /* The same with more command-line arguments (a NULL-terminated list, or
- * NULL) instead of --quiet, and the server's standard error written to the
- * file log_path (NULL: the test's own). */
+ * NULL), and the server's standard error written to the file log_path
+ * (NULL: the test's own). */
 pid_t server_start_with(int *port, const char *const *arguments, const char *log_path);
 
 /* Stops a server started by server_start(), by its pid (SIGTERM, and SIGKILL
@@ -143,7 +144,8 @@ extern pid_t test_server_pid;
 /* An unchecked fixture (it runs in the test runner, not in each test's child
  * process): one server for a whole TCase, so each test also proves that the
  * tests before it left the server serving. fixture_start_server() starts it
- * with --quiet, fixture_start_server_with() with other arguments.
+ * with no options, fixture_start_server_with() with some; its log goes to
+ * /dev/null either way.
  * fixture_stop_server() stops it by pid with SIGTERM and records it if the
  * server did not then exit with status 0; fixture_failures() is then
  * non-zero. */

@@ -75,7 +75,7 @@ static void read_response(int fd, char *response, size_t size)
 
 static void start_with_handshake_timeout(void)
 {
-    static const char *const arguments[] = {"--quiet", "--handshake-timeout", "2", NULL};
+    static const char *const arguments[] = {"--handshake-timeout", "2", NULL};
     fixture_start_server_with(arguments);
 }
 
@@ -151,7 +151,7 @@ END_TEST
 
 static void start_with_ping_interval(void)
 {
-    static const char *const arguments[] = {"--quiet", "--ping-interval", "1", NULL};
+    static const char *const arguments[] = {"--ping-interval", "1", NULL};
     fixture_start_server_with(arguments);
 }
 
@@ -206,7 +206,7 @@ END_TEST
 
 static void start_with_two_connections_at_most(void)
 {
-    static const char *const arguments[] = {"--quiet", "--max-connections", "2", NULL};
+    static const char *const arguments[] = {"--max-connections", "2", NULL};
     fixture_start_server_with(arguments);
 }
 
@@ -244,7 +244,7 @@ END_TEST
 
 static void start_with_max_message_1000(void)
 {
-    static const char *const arguments[] = {"--quiet", "--max-message", "1000", NULL};
+    static const char *const arguments[] = {"--max-message", "1000", NULL};
     fixture_start_server_with(arguments);
 }
 
@@ -297,12 +297,8 @@ END_TEST
 
 static void start_with_two_allowed_origins(void)
 {
-    static const char *const arguments[] = {"--quiet",
-                                            "--allow-origin",
-                                            "http://good.example",
-                                            "--allow-origin",
-                                            "https://also.example:8443",
-                                            NULL};
+    static const char *const arguments[] = {"--allow-origin", "http://good.example",
+                                            "--allow-origin", "https://also.example:8443", NULL};
     fixture_start_server_with(arguments);
 }
 
@@ -345,8 +341,8 @@ END_TEST
 /* Each test here stops the server itself, so each starts its own. */
 static pid_t start_own_server(int *port, const char *shutdown_timeout)
 {
-    const char *const arguments[] = {"--quiet", "--shutdown-timeout", shutdown_timeout, NULL};
-    pid_t pid = server_start_with(port, arguments, NULL);
+    const char *const arguments[] = {"--shutdown-timeout", shutdown_timeout, NULL};
+    pid_t pid = server_start_with(port, arguments, "/dev/null");
     ck_assert_int_gt(pid, 0);
     return pid;
 }
@@ -610,7 +606,7 @@ enum { DESCRIPTOR_LIMIT = 40, CROWD = 60 };
 START_TEST(test_running_out_of_descriptors_backs_off_instead_of_spinning)
 {
     int port;
-    static const char *const arguments[] = {"--quiet", "--max-connections", "1000", NULL};
+    static const char *const arguments[] = {"--max-connections", "1000", NULL};
     pid_t pid = server_start_with(&port, arguments, "/dev/null");
     ck_assert_int_gt(pid, 0);
     /* The server may now open only 40 files: fewer than the clients below. */
@@ -660,7 +656,8 @@ static Suite *reliability_suite(void)
     tcase_add_test(slow, test_request_that_never_completes_gets_408);
     tcase_add_test(slow, test_request_sent_a_byte_at_a_time_still_times_out);
 
-    TCase *crowd = tcase_with_server(suite, "a thousand slow clients", start_with_handshake_timeout);
+    TCase *crowd =
+        tcase_with_server(suite, "a thousand slow clients", start_with_handshake_timeout);
     tcase_set_tags(crowd, "many-threads"); /* make valgrind leaves it out */
     tcase_add_test(crowd, test_a_thousand_slow_clients_do_not_delay_a_good_one);
 

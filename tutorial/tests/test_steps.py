@@ -38,7 +38,9 @@ class Server:
     def __init__(self, path, step, options=()):
         # Step 1 takes the port as its only argument; options come in step 2.
         arguments = ["0"] if step == 1 else ["--port", "0", *options]
-        self.process = subprocess.Popen([path] + arguments, stdout=subprocess.PIPE)
+        # From step 11 on the server logs each connection on stderr: not here.
+        self.process = subprocess.Popen([path] + arguments, stdout=subprocess.PIPE,
+                                        stderr=subprocess.DEVNULL)
         line = self.read_line()
         self.port = int(line.rsplit(b":", 1)[1].split()[0])
 
@@ -373,6 +375,88 @@ def test_protocol_errors_get_their_close_codes(server):
         client = Client(server)
         client.send_frame(**frame)
         client.expect_close(code)
+
+
+# ==== Chapter 12: surviving the real world =================================
+
+def restart_with(server, *options):
+    """Stops the test's server (run_tests stopping it again does nothing) and
+    starts the same binary with options; the test stops that one."""
+    server.stop()
+    return Server(server.process.args[0], 11, options)
+
+
+@step_test(11)
+def test_request_that_never_ends_gets_408(server):
+    own = restart_with(server, "--handshake-timeout", "1")
+    try:
+        connection = own.connect()
+        connection.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # and nothing more
+        response = read_until_closed(connection)
+        assert response.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), response
+    finally:
+        own.stop()
+
+
+@step_test(11)
+def test_message_over_the_limit_gets_1009_from_its_header(server):
+    own = restart_with(server, "--max-message", "1000")
+    try:
+        client = Client(own)
+        # A header announcing 1001 bytes, and none of them.
+        client.connection.sendall(struct.pack("!BBH", 0x82, 0x80 | 126, 1001) + b"\0\0\0\0")
+        client.expect_close(1009)
+    finally:
+        own.stop()
+
+
+@step_test(11)
+def test_other_origins_get_403(server):
+    own = restart_with(server, "--allow-origin", "http://good.example")
+    try:
+        Client(own, extra_headers="Origin: http://good.example\r\n").close()
+        response = http_exchange(own, upgrade_request(extra_headers="Origin: http://evil.example\r\n"))
+        assert response.startswith(b"HTTP/1.1 403 Forbidden\r\n"), response
+    finally:
+        own.stop()
+
+
+@step_test(11)
+def test_idle_client_is_pinged_then_closed_with_1001(server):
+    own = restart_with(server, "--ping-interval", "1")
+    try:
+        client = Client(own)
+        fin, opcode, payload = client.read_frame()
+        assert opcode == 9, f"expected a ping, got opcode {opcode}"
+        client.expect_close(1001)  # we never answered
+    finally:
+        own.stop()
+
+
+@step_test(11)
+def test_client_over_the_limit_gets_503(server):
+    own = restart_with(server, "--max-connections", "1")
+    try:
+        first = Client(own)
+        response = http_exchange(own, upgrade_request())
+        assert response.startswith(b"HTTP/1.1 503 "), response
+        assert b"\r\nRetry-After: " in response, response
+        first.close()
+    finally:
+        own.stop()
+
+
+@step_test(11)
+def test_sigterm_closes_with_1001_and_exits_0(server):
+    client = Client(server)
+    client.send_frame(1, b"before the signal")
+    assert client.read_message() == (1, b"before the signal")
+    server.process.terminate()
+    fin, opcode, payload = client.read_frame()
+    assert (opcode, payload[:2]) == (8, struct.pack("!H", 1001)), (opcode, payload)
+    client.send_frame(8, close_frame(1001))
+    assert read_until_closed(client.connection) == b""
+    assert server.process.wait(timeout=TIMEOUT) == 0, "the server did not exit with status 0"
 
 
 # ==== Running them ==========================================================
