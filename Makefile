@@ -210,8 +210,8 @@ SOURCES = server.c ws.c ws.h notifier.c notifier.h tests/*.c tests/*.h fuzz/*.c 
 lint: ## cppcheck and clang-tidy over the sources
 	cppcheck --quiet --error-exitcode=1 --enable=warning,style,performance,portability \
 		--inline-suppr --suppress=missingIncludeSystem --std=c11 -I. \
-		--include=tests/cppcheck.h server.c ws.c notifier.c tests/*.c
-	clang-tidy --quiet server.c ws.c notifier.c tests/*.c -- \
+		--include=tests/cppcheck.h server.c ws.c notifier.c tests/*.c fuzz/*.c
+	clang-tidy --quiet server.c ws.c notifier.c tests/*.c fuzz/*.c -- \
 		-std=c11 -I. $(CRYPTO_CFLAGS) $(CHECK_CFLAGS)
 
 format: ## apply .clang-format to every source

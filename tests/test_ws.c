@@ -8,7 +8,6 @@
 #include <check.h>
 #include <errno.h>
 #include <pthread.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -622,19 +621,25 @@ static void expect_text(struct ws *ws, const char text[2])
 }
 
 /* The peer's side of a closing handshake the server starts, for a thread:
- * reads the server's close frame on the socket *arg, answers it with a close
- * frame of its own, and returns the server's status code. */
+ * reads the server's close frame on fd, answers it with a close frame of its
+ * own, and records the server's status code (-1 if something went wrong). */
+struct close_answer {
+    int fd;
+    int server_status;
+};
+
 static void *answer_close(void *arg)
 {
-    int fd = *(int *)arg;
+    struct close_answer *answer = arg;
+    answer->server_status = -1;
     uint8_t frame[WS_MAX_CONTROL_PAYLOAD + 2];
-    ssize_t length = recv(fd, frame, sizeof frame, 0);
+    ssize_t length = recv(answer->fd, frame, sizeof frame, 0);
     if (length < 4 || frame[0] != 0x88)
-        return (void *)(intptr_t)-1;
-    const uint8_t answer[] = {0x88, 0x82, 0, 0, 0, 0, frame[2], frame[3]};
-    if (send(fd, answer, sizeof answer, 0) != (ssize_t)sizeof answer)
-        return (void *)(intptr_t)-1;
-    return (void *)(intptr_t)(frame[2] << 8 | frame[3]);
+        return NULL;
+    const uint8_t reply[] = {0x88, 0x82, 0, 0, 0, 0, frame[2], frame[3]};
+    if (send(answer->fd, reply, sizeof reply, 0) == (ssize_t)sizeof reply)
+        answer->server_status = frame[2] << 8 | frame[3];
+    return NULL;
 }
 
 START_TEST(test_stop_delivers_messages_already_queued_then_closes_with_1001)
@@ -657,14 +662,14 @@ START_TEST(test_stop_delivers_messages_already_queued_then_closes_with_1001)
     /* Then the server closes with 1001 and waits for our answer, which
      * another thread gives once the close frame has arrived. */
     pthread_t peer;
-    ck_assert_int_eq(pthread_create(&peer, NULL, answer_close, &ends[1]), 0);
+    struct close_answer answer = {.fd = ends[1]};
+    ck_assert_int_eq(pthread_create(&peer, NULL, answer_close, &answer), 0);
     uint8_t buffer[64];
     struct ws_receive_result result;
     ck_assert_int_eq(ws_receive(ws, buffer, sizeof buffer, &result), 0);
     ck_assert_int_eq(result.close_status, WS_CLOSE_GOING_AWAY);
-    void *server_close_status = NULL;
-    pthread_join(peer, &server_close_status);
-    ck_assert_int_eq((int)(intptr_t)server_close_status, WS_CLOSE_GOING_AWAY);
+    pthread_join(peer, NULL);
+    ck_assert_int_eq(answer.server_status, WS_CLOSE_GOING_AWAY);
     ws_free(ws);
     close(ends[0]);
     close(ends[1]);
