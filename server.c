@@ -74,6 +74,7 @@ struct options {
     const char *allowed_origins[MAX_ALLOWED_ORIGINS];
     int allowed_origin_count;
     bool quiet;
+    bool trace;
     struct ws_settings ws; /* handshake timeout, keep-alive, message size */
 };
 
@@ -100,6 +101,7 @@ static void print_usage(FILE *out, long default_max_connections)
             "      --allow-origin=ORIGIN   accept browsers only from ORIGIN, e.g.\n"
             "                              http://localhost:8080; repeat for more (default: any)\n"
             "  -q, --quiet                 no log line for each connection on stderr\n"
+            "  -t, --trace                 print the handshake and every frame on stderr\n"
             "  -h, --help                  show this help and exit\n"
             "  -V, --version               show the version and exit\n"
             "\n"
@@ -188,18 +190,20 @@ static int parse_options(int argc, char **argv, struct options *options)
         {"shutdown-timeout", required_argument, NULL, OPTION_SHUTDOWN_TIMEOUT},
         {"allow-origin", required_argument, NULL, OPTION_ALLOW_ORIGIN},
         {"quiet", no_argument, NULL, 'q'},
+        {"trace", no_argument, NULL, 't'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
     long default_max_connections = options->max_connections;
     int option;
-    while ((option = getopt_long(argc, argv, "H:p:qhV", long_options, NULL)) != -1) {
+    while ((option = getopt_long(argc, argv, "H:p:qthV", long_options, NULL)) != -1) {
         int error = 0;
         switch (option) {
         case 'H': options->host = optarg; break;
         case 'p': options->port = optarg; break;
         case 'q': options->quiet = true; break;
+        case 't': options->trace = true; break;
         case OPTION_ALLOW_ORIGIN: error = add_allowed_origin(options, optarg); break;
         case OPTION_MAX_CONNECTIONS:
         case OPTION_MAX_MESSAGE:
@@ -313,9 +317,37 @@ struct client {
     char peer[INET6_ADDRSTRLEN + 16];
     struct timespec started;
     const struct options *options;
+    struct ws_settings settings; /* the options' settings, and this client for --trace */
     struct client *previous;
     struct client *next;
 };
+
+/* --trace: a line about this client's connection, on stderr. Like
+ * log_line(), one write() per line. */
+static void trace_line(void *context, const char *text)
+{
+    const struct client *client = context;
+    char line[512];
+    int length = snprintf(line, sizeof line, "thread %lu %s\n", client->id, text);
+    if (length >= (int)sizeof line)
+        length = (int)sizeof line - 1; /* cut short, without its newline */
+    ssize_t ignored = write(STDERR_FILENO, line, (size_t)length);
+    (void)ignored;
+}
+
+/* --trace: the request as we parsed it (ws.c traces the response). */
+static void trace_request(const struct client *client, const struct ws_request *request)
+{
+    char line[320];
+    snprintf(line, sizeof line, "<< %s %s %s", request->method, request->target,
+             request->version);
+    trace_line((void *)client, line);
+    for (size_t i = 0; i < request->header_count; i++) {
+        snprintf(line, sizeof line, "<< %s: %s", request->headers[i].name,
+                 request->headers[i].value);
+        trace_line((void *)client, line);
+    }
+}
 
 /* Every client with a thread, so that the server can count them (for
  * --max-connections) and reach them all when it shuts down. The mutex
@@ -470,6 +502,12 @@ static void refuse(const struct client *client, const struct ws_request *request
     if (refusal->status != 0)
         log_line(client->options, "refuse %s thread %lu: %d %s", client->peer, client->id,
                  refusal->status, refusal->reason);
+    if (refusal->status != 0 && client->options->trace) {
+        char line[256];
+        snprintf(line, sizeof line, ">> HTTP/1.1 %d %s (%s)", refusal->status,
+                 ws_status_text(refusal->status), refusal->reason);
+        trace_line((void *)client, line);
+    }
     ws_refuse(client->fd, request, refusal);
 }
 
@@ -489,10 +527,12 @@ static void websocket_controller_get(const struct client *client)
     const struct options *options = client->options;
     struct ws_request request;
     struct ws_refusal refusal;
-    if (ws_read_request(client->fd, &request, &refusal, &options->ws) != 0) {
+    if (ws_read_request(client->fd, &request, &refusal, &client->settings) != 0) {
         refuse(client, &request, &refusal);
         return;
     }
+    if (options->trace)
+        trace_request(client, &request);
     if (!ws_is_websocket_request(&request, &refusal)) {
         refuse(client, &request, &refusal);
         return;
@@ -502,7 +542,7 @@ static void websocket_controller_get(const struct client *client)
         refuse(client, &request, &refusal);
         return;
     }
-    struct ws *ws = ws_accept(client->fd, &request, &options->ws);
+    struct ws *ws = ws_accept(client->fd, &request, &client->settings);
     if (ws == NULL)
         return;
     log_line(options, "open %s thread %lu", client->peer, client->id);
@@ -585,6 +625,11 @@ static void serve_client(int fd, const struct sockaddr_storage *peer, socklen_t 
     }
     client->fd = fd;
     client->options = options;
+    client->settings = options->ws;
+    if (options->trace) {
+        client->settings.trace = trace_line;
+        client->settings.trace_context = client;
+    }
     clock_gettime(CLOCK_MONOTONIC, &client->started);
     describe_address((const struct sockaddr *)peer, peer_length, client->peer, sizeof client->peer);
     if (register_client(client, options->max_connections)) {

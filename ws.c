@@ -63,6 +63,7 @@ struct ws {
     /* The data frame whose payload ws_receive() is handing out. */
     bool in_frame;
     struct ws_frame_header frame;
+    size_t frame_header_size; /* 2 to 14 bytes, for --trace */
     uint64_t frame_bytes_read;
 
     /* The message that frame belongs to (RFC 6455 §5.4: one message may be
@@ -72,8 +73,9 @@ struct ws {
     struct ws_utf8 utf8;
     uint64_t message_size; /* payload bytes announced so far, for max_message_size */
 
-    /* The message ws_send() is in the middle of, if any. */
+    /* The message ws_send() is in the middle of, if any, and its type. */
     bool sending_message;
+    bool sending_text;
 
     /* The closing handshake (RFC 6455 §7). close_deadline is when we stop
      * waiting for the peer's close frame (0: we are not waiting). */
@@ -381,7 +383,7 @@ const char *ws_request_header(const struct ws_request *request, const char *name
     return NULL;
 }
 
-static const char *status_text(int status)
+const char *ws_status_text(int status)
 {
     switch (status) {
     case 400: return "Bad Request";
@@ -415,7 +417,7 @@ static int send_refusal(int fd, const struct ws_request *request, const struct w
                           "Connection: close\r\n"
                           "%s\r\n"
                           "%s",
-                          refusal->status, status_text(refusal->status),
+                          refusal->status, ws_status_text(refusal->status),
                           strlen(refusal->reason) + 1, extra, is_head ? "" : refusal->reason);
     if (!is_head)
         length += snprintf(response + length, sizeof response - (size_t)length, "\n");
@@ -635,7 +637,90 @@ void ws_mask(uint8_t *bytes, size_t len, const uint8_t key[4], uint64_t offset)
         bytes[i] ^= key[(offset + i) % 4];
 }
 
+/* ---- Describing a frame (--trace) ------------------------------------- */
+
+static const char *opcode_name(enum ws_opcode opcode)
+{
+    switch (opcode) {
+    case WS_OPCODE_CONTINUATION: return "continuation";
+    case WS_OPCODE_TEXT: return "text";
+    case WS_OPCODE_BINARY: return "binary";
+    case WS_OPCODE_CLOSE: return "close";
+    case WS_OPCODE_PING: return "ping";
+    case WS_OPCODE_PONG: return "pong";
+    default: return "reserved";
+    }
+}
+
+/* The first bytes of a payload, quoted, with bytes outside printable ASCII
+ * as \xNN (so UTF-8 shows its bytes), and "..." when there are more. */
+static void describe_text(const uint8_t *text, size_t available, uint64_t total, char *out,
+                          size_t size)
+{
+    size_t used = (size_t)snprintf(out, size, "\"");
+    for (size_t i = 0; i < available && i < 40 && used + 6 < size; i++) {
+        if (text[i] >= 0x20 && text[i] < 0x7F && text[i] != '"' && text[i] != '\\')
+            out[used++] = (char)text[i];
+        else
+            used += (size_t)snprintf(out + used, size - used, "\\x%02x", text[i]);
+    }
+    snprintf(out + used, size - used, "\"%s", total > 40 ? "..." : "");
+}
+
+/* The first bytes of a payload in hex, and "..." when there are more. */
+static void describe_bytes(const uint8_t *bytes, size_t available, uint64_t total, char *out,
+                           size_t size)
+{
+    size_t used = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < available && i < 16 && used + 4 < size; i++)
+        used += (size_t)snprintf(out + used, size - used, "%s%02x", i > 0 ? " " : "", bytes[i]);
+    if (total > 16 && used + 4 < size)
+        snprintf(out + used, size - used, " ...");
+}
+
+void ws_describe_frame(const struct ws_frame_header *header, size_t header_size,
+                       const uint8_t *payload, size_t available, bool text, char *out,
+                       size_t size)
+{
+    /* RFC 6455 §5.2: the header is 2 bytes, then 0, 2 or 8 of length, then
+     * 4 of mask. What is left after the mask tells the length form. */
+    size_t length_bytes = header_size - 2 - (header->masked ? 4 : 0);
+    const char *form = length_bytes == 0 ? "7-bit" : length_bytes == 2 ? "16-bit, 126" : "64-bit, 127";
+    char key[16] = "";
+    if (header->masked)
+        snprintf(key, sizeof key, " key=%02x%02x%02x%02x", header->mask_key[0],
+                 header->mask_key[1], header->mask_key[2], header->mask_key[3]);
+    char shown[256] = "";
+    uint64_t total = header->payload_length;
+    if (header->opcode == WS_OPCODE_CLOSE && available >= 2) {
+        int used = snprintf(shown, sizeof shown, "code=%u ", (unsigned)(payload[0] << 8 | payload[1]));
+        describe_text(payload + 2, available - 2, total - 2, shown + used, sizeof shown - (size_t)used);
+    } else if (available > 0 && text) {
+        describe_text(payload, available, total, shown, sizeof shown);
+    } else if (available > 0) {
+        describe_bytes(payload, available, total, shown, sizeof shown);
+    }
+    snprintf(out, size, "FIN=%d RSV=%d%d%d opcode=%X (%s) MASK=%d%s length=%llu (%s)%s%s",
+             header->fin, header->rsv >> 2 & 1, header->rsv >> 1 & 1, header->rsv & 1,
+             (unsigned)header->opcode, opcode_name(header->opcode), header->masked, key,
+             (unsigned long long)total, form, shown[0] ? " " : "", shown);
+}
+
 /* ==== 5. A connection: receive, send, close ============================= */
+
+/* --trace: each line of an HTTP header block (lines end in CRLF, and a
+ * blank line ends the block), after prefix. */
+static void trace_lines(const struct ws *ws, const char *prefix, const char *text)
+{
+    const char *end;
+    while (ws->settings.trace != NULL && (end = strstr(text, "\r\n")) != NULL && end != text) {
+        char line[256];
+        snprintf(line, sizeof line, "%s%.*s", prefix, (int)(end - text), text);
+        ws->settings.trace(ws->settings.trace_context, line);
+        text = end + 2;
+    }
+}
 
 struct ws *ws_accept(int fd, const struct ws_request *request, const struct ws_settings *settings)
 {
@@ -674,6 +759,7 @@ struct ws *ws_accept(int fd, const struct ws_request *request, const struct ws_s
     ws->in_end = request->length - request->header_length;
     memcpy(ws->inbox, request->data + request->header_length, ws->in_end);
 
+    trace_lines(ws, ">> ", response);
     if (send_bytes(fd, response, (size_t)length) != 0) {
         free(ws);
         return NULL;
@@ -695,6 +781,21 @@ void ws_get_stats(const struct ws *ws, struct ws_stats *stats)
 
 /* ---- Sending ----------------------------------------------------------- */
 
+/* --trace: one line for a frame, received ("<<") or sent (">>"). */
+static void trace_frame(const struct ws *ws, const char *direction,
+                        const struct ws_frame_header *header, size_t header_size,
+                        const uint8_t *payload, size_t available, bool text)
+{
+    if (ws->settings.trace == NULL)
+        return;
+    char description[384];
+    ws_describe_frame(header, header_size, payload, available, text, description,
+                      sizeof description);
+    char line[400];
+    snprintf(line, sizeof line, "%s %s", direction, description);
+    ws->settings.trace(ws->settings.trace_context, line);
+}
+
 /* Sends one unmasked frame (RFC 6455 §5.1: a server never masks), header and
  * payload in a single sendmsg() call. */
 static int send_frame(struct ws *ws, bool fin, enum ws_opcode opcode, const void *payload,
@@ -706,6 +807,8 @@ static int send_frame(struct ws *ws, bool fin, enum ws_opcode opcode, const void
         {.iov_base = header_bytes, .iov_len = ws_encode_frame_header(&header, header_bytes)},
         {.iov_base = (void *)payload, .iov_len = length},
     };
+    bool text = opcode == WS_OPCODE_TEXT || (opcode == WS_OPCODE_CONTINUATION && ws->sending_text);
+    trace_frame(ws, ">>", &header, iov[0].iov_len, payload, length, text);
     size_t total = iov[0].iov_len + length;
     if (send_all(ws->fd, iov, length > 0 ? 2 : 1) != 0)
         return -1;
@@ -750,6 +853,7 @@ int ws_send(struct ws *ws, const void *buf, size_t len, enum ws_message_type typ
                             : type == WS_MESSAGE_TEXT ? WS_OPCODE_TEXT
                                                       : WS_OPCODE_BINARY;
     ws->sending_message = !end_of_message;
+    ws->sending_text = type == WS_MESSAGE_TEXT;
     return send_frame(ws, end_of_message, opcode, buf, len);
 }
 
@@ -877,6 +981,7 @@ static int receive_more(struct ws *ws, bool between_messages)
     }
 }
 
+/* Reads and decodes the next frame header. Returns its size in bytes, or -1. */
 static int read_frame_header(struct ws *ws, struct ws_frame_header *header)
 {
     for (;;) {
@@ -884,7 +989,7 @@ static int read_frame_header(struct ws *ws, struct ws_frame_header *header)
             ws_decode_frame_header(ws->inbox + ws->in_start, ws->in_end - ws->in_start, header);
         if (size > 0) {
             ws->in_start += (size_t)size;
-            return 0;
+            return size;
         }
         if (size < 0)
             return fail_connection(ws, WS_CLOSE_PROTOCOL_ERROR, "payload length too large");
@@ -987,7 +1092,8 @@ static int receive_close_frame(struct ws *ws, const uint8_t *payload, size_t len
  * payload (§5.5.2), a pong is ignored (§5.5.3), a close is recorded. A
  * control frame may come between the frames of a message (§5.4), so it never
  * touches the message's state; it borrows ws->frame only while it reads. */
-static int handle_control_frame(struct ws *ws, const struct ws_frame_header *header)
+static int handle_control_frame(struct ws *ws, const struct ws_frame_header *header,
+                                size_t header_size)
 {
     uint8_t payload[WS_MAX_CONTROL_PAYLOAD];
     size_t length = (size_t)header->payload_length;
@@ -995,6 +1101,7 @@ static int handle_control_frame(struct ws *ws, const struct ws_frame_header *hea
     ws->frame_bytes_read = 0;
     if (read_whole_payload(ws, payload, length) != 0)
         return -1;
+    trace_frame(ws, "<<", header, header_size, payload, length, false);
     if (header->opcode == WS_OPCODE_CLOSE)
         return receive_close_frame(ws, payload, length);
     if (header->opcode == WS_OPCODE_PING && !ws->close_sent)
@@ -1008,13 +1115,14 @@ static int handle_control_frame(struct ws *ws, const struct ws_frame_header *hea
 static int next_frame(struct ws *ws)
 {
     struct ws_frame_header header;
-    if (read_frame_header(ws, &header) != 0)
+    int header_size = read_frame_header(ws, &header);
+    if (header_size < 0)
         return -1;
     const char *problem = frame_header_problem(ws, &header);
     if (problem != NULL)
         return fail_connection(ws, WS_CLOSE_PROTOCOL_ERROR, problem);
     if (is_control_opcode(header.opcode))
-        return handle_control_frame(ws, &header);
+        return handle_control_frame(ws, &header, (size_t)header_size);
     /* The limit applies to the whole message, so a message cannot slip past
      * it in many small frames; and it is checked on the header, before a
      * single byte of the payload is read. */
@@ -1030,6 +1138,7 @@ static int next_frame(struct ws *ws)
     }
     ws->in_frame = true;
     ws->frame = header;
+    ws->frame_header_size = (size_t)header_size;
     ws->frame_bytes_read = 0;
     return 0;
 }
@@ -1039,6 +1148,7 @@ static int deliver_payload(struct ws *ws, uint8_t *buf, size_t len,
                            struct ws_receive_result *result)
 {
     uint64_t remaining = ws->frame.payload_length - ws->frame_bytes_read;
+    bool first_piece = ws->frame_bytes_read == 0;
     size_t count = 0;
     if (remaining > 0) {
         ssize_t got = read_payload(ws, buf, remaining < len ? (size_t)remaining : len);
@@ -1046,6 +1156,9 @@ static int deliver_payload(struct ws *ws, uint8_t *buf, size_t len,
             return -1;
         count = (size_t)got;
     }
+    if (first_piece)
+        trace_frame(ws, "<<", &ws->frame, ws->frame_header_size, buf, count,
+                    ws->message_type == WS_MESSAGE_TEXT);
     bool end_of_frame = ws->frame_bytes_read == ws->frame.payload_length;
     bool end_of_message = end_of_frame && ws->frame.fin;
 

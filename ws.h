@@ -104,6 +104,13 @@ struct ws_settings {
      * it waits, and then closes with 1001 Going Away at the end of the
      * message it is in. */
     int stop_fd;
+
+    /* --trace: when not NULL, called with one line of text for each line of
+     * the 101 response and for every frame, received ("<< ...") or sent
+     * (">> ..."), as ws_describe_frame() draws it. context is passed back
+     * unchanged. */
+    void (*trace)(void *context, const char *line);
+    void *trace_context;
 };
 
 /* ==== The HTTP request and the opening handshake (RFC 6455 §4) ========== */
@@ -159,6 +166,9 @@ const char *ws_request_header(const struct ws_request *request, const char *name
  * §4.2.1). When it is not, *refusal says how to answer: 426 for a version
  * other than 13, 400 for everything else. */
 bool ws_is_websocket_request(const struct ws_request *request, struct ws_refusal *refusal);
+
+/* The reason phrase of an HTTP status we answer with: "Bad Request" for 400. */
+const char *ws_status_text(int status);
 
 /* Answers a refused request with its status, a plain-text body saying why,
  * and "Connection: close". Returns 0, or -1 if the answer could not be sent. */
@@ -255,6 +265,20 @@ int ws_decode_frame_header(const uint8_t *bytes, size_t available, struct ws_fra
  * shortest of the three length forms. */
 size_t ws_encode_frame_header(const struct ws_frame_header *header,
                               uint8_t out[WS_MAX_FRAME_HEADER]);
+
+/* Describes a frame in one line, as a student would draw it (RFC 6455 §5.2):
+ *
+ *   FIN=1 RSV=000 opcode=1 (text) MASK=1 key=37fa213d length=5 (7-bit) "Hello"
+ *
+ * header_size (2 to 14) tells which of the three length forms was used: the
+ * 7-bit length alone, or 126 and 16 bits, or 127 and 64 bits. payload holds
+ * the first available bytes of the (unmasked) payload, which are shown as
+ * text if text is true (non-printable bytes as \xNN), as a close code and
+ * reason for a close frame, or in hex, cut after a few. Writes at most size
+ * bytes into out. */
+void ws_describe_frame(const struct ws_frame_header *header, size_t header_size,
+                       const uint8_t *payload, size_t available, bool text, char *out,
+                       size_t size);
 
 /* RFC 6455 §5.3: XORs len bytes with the 4-byte mask key. offset is how many
  * payload bytes of this frame came before these ones, so a payload can be

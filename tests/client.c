@@ -197,8 +197,9 @@ int client_handshake(struct client *client, int port, const char *extra_headers,
                           "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
                           "Sec-WebSocket-Version: 13\r\n%s\r\n",
                           port, CLIENT_KEY, extra_headers != NULL ? extra_headers : "");
-    if (client_send_raw(client, request, (size_t)length, 0) != 0)
-        return -1;
+    /* A server that refuses at once (503) may answer and close before the
+     * whole request is sent: a failed send is not the end, the answer is. */
+    client_send_raw(client, request, (size_t)length, 0);
     /* Read until the blank line; frames may follow it in the same read. */
     size_t header_length = 0;
     while (header_length == 0) {

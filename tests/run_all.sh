@@ -37,6 +37,7 @@ run tests/integration_tests
 run tests/reliability_tests
 run tests/conformance_tests
 run "$PYTHON" tests/interop_websockets.py ./server
+run "$PYTHON" tests/test_trace.py ./server
 
 echo "total: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -347,6 +347,26 @@ static pid_t start_own_server(int *port, const char *shutdown_timeout)
     return pid;
 }
 
+/* Waits until the server runs count threads (its main thread included). */
+static void wait_for_threads(pid_t pid, int count)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    for (int i = 0; i < 250; i++) {
+        FILE *status = fopen(path, "r");
+        char line[256];
+        int threads = 0;
+        while (status != NULL && fgets(line, sizeof line, status) != NULL)
+            sscanf(line, "Threads: %d", &threads);
+        if (status != NULL)
+            fclose(status);
+        if (threads == count)
+            return;
+        sleep_milliseconds(20);
+    }
+    ck_abort_msg("the server never ran %d threads", count);
+}
+
 static void expect_clean_exit(pid_t pid, int milliseconds)
 {
     int status = server_wait(pid, milliseconds);
@@ -459,6 +479,9 @@ START_TEST(test_shutdown_closes_every_idle_connection_with_1001_and_exits_0)
     for (int i = 0; i < 10; i++)
         ck_assert_int_eq(client_open(&clients[i], port), 0);
     int slow = start_slow_request_on(port);
+    /* A connection still in the listen queue would be reset when the server
+     * closes its listening socket: wait until the slow one has its thread. */
+    wait_for_threads(pid, 1 + 10 + 1);
     ck_assert_int_eq(kill(pid, SIGTERM), 0);
     for (int i = 0; i < 10; i++)
         expect_close_frame_then_answer(&clients[i]);

@@ -500,6 +500,36 @@ START_TEST(test_close_codes_that_may_not_be_sent)
 }
 END_TEST
 
+/* ==== Describing frames (--trace) ======================================= */
+
+START_TEST(test_describe_frame_draws_the_rfc_hello)
+{
+    /* RFC 6455 §5.7: a masked text frame carrying "Hello". */
+    const uint8_t bytes[] = {0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58};
+    struct ws_frame_header header;
+    ck_assert_int_eq(ws_decode_frame_header(bytes, sizeof bytes, &header), 6);
+    uint8_t payload[5];
+    memcpy(payload, bytes + 6, 5);
+    ws_mask(payload, 5, header.mask_key, 0);
+    char line[256];
+    ws_describe_frame(&header, 6, payload, 5, true, line, sizeof line);
+    ck_assert_str_eq(line, "FIN=1 RSV=000 opcode=1 (text) MASK=1 key=37fa213d length=5 (7-bit) "
+                           "\"Hello\"");
+}
+END_TEST
+
+START_TEST(test_describe_frame_names_the_length_form_and_shows_close_codes)
+{
+    struct ws_frame_header header = {.fin = true, .rsv = 4, .opcode = WS_OPCODE_CLOSE,
+                                     .payload_length = 5};
+    const uint8_t payload[] = {0x03, 0xe8, 'b', 'y', 'e'};
+    char line[256];
+    ws_describe_frame(&header, 10, payload, sizeof payload, false, line, sizeof line);
+    ck_assert_str_eq(line, "FIN=1 RSV=100 opcode=8 (close) MASK=0 length=5 (64-bit, 127) "
+                           "code=1000 \"bye\"");
+}
+END_TEST
+
 /* ==== A connection, over a socketpair ================================== */
 
 /* No limits and no timers: what each test below changes, it sets. */
@@ -776,6 +806,11 @@ static Suite *ws_suite(void)
     tcase_add_test(close_codes, test_close_codes_that_may_be_sent);
     tcase_add_test(close_codes, test_close_codes_that_may_not_be_sent);
     suite_add_tcase(suite, close_codes);
+
+    TCase *describe = tcase_create("describing frames");
+    tcase_add_test(describe, test_describe_frame_draws_the_rfc_hello);
+    tcase_add_test(describe, test_describe_frame_names_the_length_form_and_shows_close_codes);
+    suite_add_tcase(suite, describe);
 
     TCase *connection = tcase_create("connection");
     tcase_add_test(connection, test_a_failed_connection_stays_failed);
