@@ -75,6 +75,9 @@ struct options {
     int allowed_origin_count;
     bool quiet;
     bool trace;
+    const char *client_page_path; /* --client-page: the HTML file, or NULL */
+    char *client_page;            /* its contents, read once at start */
+    size_t client_page_length;
     struct ws_settings ws; /* handshake timeout, keep-alive, message size */
 };
 
@@ -102,6 +105,9 @@ static void print_usage(FILE *out, long default_max_connections)
             "                              http://localhost:8080; repeat for more (default: any)\n"
             "  -q, --quiet                 no log line for each connection on stderr\n"
             "  -t, --trace                 print the handshake and every frame on stderr\n"
+            "      --client-page=FILE      serve FILE (web/client.html) to browsers at GET /\n"
+            "                              (default: off; any request that is not a\n"
+            "                              WebSocket handshake gets 400, as in the article)\n"
             "  -h, --help                  show this help and exit\n"
             "  -V, --version               show the version and exit\n"
             "\n"
@@ -129,6 +135,7 @@ enum {
     OPTION_PING_INTERVAL,
     OPTION_SHUTDOWN_TIMEOUT,
     OPTION_ALLOW_ORIGIN,
+    OPTION_CLIENT_PAGE,
 };
 
 /* Stores one numeric option in *options. Returns 0, or -1 after saying what
@@ -191,6 +198,7 @@ static int parse_options(int argc, char **argv, struct options *options)
         {"allow-origin", required_argument, NULL, OPTION_ALLOW_ORIGIN},
         {"quiet", no_argument, NULL, 'q'},
         {"trace", no_argument, NULL, 't'},
+        {"client-page", required_argument, NULL, OPTION_CLIENT_PAGE},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -204,6 +212,7 @@ static int parse_options(int argc, char **argv, struct options *options)
         case 'p': options->port = optarg; break;
         case 'q': options->quiet = true; break;
         case 't': options->trace = true; break;
+        case OPTION_CLIENT_PAGE: options->client_page_path = optarg; break;
         case OPTION_ALLOW_ORIGIN: error = add_allowed_origin(options, optarg); break;
         case OPTION_MAX_CONNECTIONS:
         case OPTION_MAX_MESSAGE:
@@ -226,6 +235,28 @@ static int parse_options(int argc, char **argv, struct options *options)
         fprintf(stderr, "server: invalid port '%s' (use 0 to 65535)\n", options->port);
         return -1;
     }
+    return 0;
+}
+
+/* Reads the whole file at path into *contents (malloc'ed). Returns 0, or -1
+ * after saying why. */
+static int read_whole_file(const char *path, char **contents, size_t *length)
+{
+    FILE *file = fopen(path, "rb");
+    long size = -1;
+    if (file != NULL && fseek(file, 0, SEEK_END) == 0)
+        size = ftell(file);
+    *contents = size >= 0 && fseek(file, 0, SEEK_SET) == 0 ? malloc((size_t)size + 1) : NULL;
+    bool ok = *contents != NULL && fread(*contents, 1, (size_t)size, file) == (size_t)size;
+    if (file != NULL)
+        fclose(file);
+    if (!ok) {
+        fprintf(stderr, "server: cannot read the client page '%s': %s\n", path, strerror(errno));
+        free(*contents);
+        *contents = NULL;
+        return -1;
+    }
+    *length = (size_t)size;
     return 0;
 }
 
@@ -518,6 +549,16 @@ static double seconds_since(const struct timespec *start)
     return (double)(now.tv_sec - start->tv_sec) + (double)(now.tv_nsec - start->tv_nsec) / 1e9;
 }
 
+/* --client-page: a browser asking for the page itself, "GET /", with no
+ * Upgrade header. */
+static bool is_page_request(const struct options *options, const struct ws_request *request)
+{
+    return options->client_page != NULL &&
+           (strcmp(request->method, "GET") == 0 || strcmp(request->method, "HEAD") == 0) &&
+           (strcmp(request->target, "/") == 0 || strncmp(request->target, "/?", 2) == 0) &&
+           ws_request_header(request, "Upgrade") == NULL;
+}
+
 /* The article's WebSocketController.Get(): a WebSocket request is accepted
  * and handed to the notifier; anything else is answered with an error status
  * (400 Bad Request; 426 for a WebSocket version other than 13; 403 for an
@@ -533,6 +574,13 @@ static void websocket_controller_get(const struct client *client)
     }
     if (options->trace)
         trace_request(client, &request);
+    if (is_page_request(options, &request)) {
+        log_line(options, "page %s thread %lu: %s %s", client->peer, client->id, request.method,
+                 request.target);
+        ws_send_page(client->fd, &request, "text/html; charset=utf-8", options->client_page,
+                     options->client_page_length);
+        return;
+    }
     if (!ws_is_websocket_request(&request, &refusal)) {
         refuse(client, &request, &refusal);
         return;
@@ -737,6 +785,10 @@ int main(int argc, char **argv)
     if (parsed != 0)
         return parsed > 0 ? EXIT_SUCCESS : 2;
 
+    if (options.client_page_path != NULL &&
+        read_whole_file(options.client_page_path, &options.client_page,
+                        &options.client_page_length) != 0)
+        return EXIT_FAILURE;
     if (install_stop_handlers() != 0) {
         perror("server: cannot set up the signal handlers");
         return EXIT_FAILURE;
@@ -760,6 +812,7 @@ int main(int argc, char **argv)
     close(listen_fd);
     if (shut_down(&options) > 0)
         return EXIT_SUCCESS; /* exit() ends the threads that would not end */
+    free(options.client_page); /* every client is done with it */
     /* Every client has unregistered, but its thread may still be returning.
      * pthread_exit() in main() ends only this thread, and the process exits
      * with status 0 once the last thread has finished (POSIX), so nothing is

@@ -433,6 +433,26 @@ int ws_refuse(int fd, const struct ws_request *request, const struct ws_refusal 
     return result;
 }
 
+int ws_send_page(int fd, const struct ws_request *request, const char *content_type,
+                 const char *body, size_t length)
+{
+    char head[256];
+    int head_length = snprintf(head, sizeof head,
+                               "HTTP/1.1 200 OK\r\n"
+                               "Content-Type: %s\r\n"
+                               "Content-Length: %zu\r\n"
+                               "Connection: close\r\n"
+                               "\r\n",
+                               content_type, length);
+    /* A HEAD request gets the headers without the body (RFC 9110 §9.3.2). */
+    bool is_head = strcmp(request->method, "HEAD") == 0;
+    struct iovec iov[2] = {{.iov_base = head, .iov_len = (size_t)head_length},
+                           {.iov_base = (void *)body, .iov_len = length}};
+    int result = send_all(fd, iov, is_head ? 1 : 2);
+    end_tcp_connection(fd);
+    return result;
+}
+
 int ws_refuse_at_once(int fd, const struct ws_refusal *refusal)
 {
     int result = send_refusal(fd, NULL, refusal);

@@ -174,6 +174,12 @@ const char *ws_status_text(int status);
  * and "Connection: close". Returns 0, or -1 if the answer could not be sent. */
 int ws_refuse(int fd, const struct ws_request *request, const struct ws_refusal *refusal);
 
+/* Answers a plain HTTP request with "200 OK" and body (with
+ * "Connection: close"), for the browser client page (--client-page).
+ * Returns 0, or -1 if it could not be sent. */
+int ws_send_page(int fd, const struct ws_request *request, const char *content_type,
+                 const char *body, size_t length);
+
 /* Like ws_refuse(), for a caller that cannot wait for one client: the accept
  * loop, refusing a client it has no room for. The request is not read, and
  * the connection is closed within a tenth of a second. */

@@ -1,0 +1,84 @@
+// interop_node.js -- Node's ws (npm), a client nobody here wrote, against our
+// server. Run by tests/interop_node.sh, which installs ws into tests/node/.
+// Usage: node tests/interop_node.js PORT; prints "N passed, N failed".
+"use strict";
+const WebSocket = require("ws");
+
+const url = `ws://127.0.0.1:${process.argv[2]}/`;
+let passed = 0;
+let failed = 0;
+
+// Opens a connection, runs body(ws, next) where next() resolves with the next
+// message (data, isBinary), and reports the test.
+async function test(name, body) {
+  const ws = new WebSocket(url);
+  const queue = [];
+  const waiting = [];
+  ws.on("message", (data, isBinary) => {
+    const item = { data, isBinary };
+    if (waiting.length) waiting.shift()(item); else queue.push(item);
+  });
+  const next = () => new Promise((resolve) => (queue.length ? resolve(queue.shift()) : waiting.push(resolve)));
+  try {
+    await new Promise((resolve, reject) => { ws.once("open", resolve); ws.once("error", reject); });
+    await Promise.race([body(ws, next), new Promise((_, reject) => setTimeout(() => reject(new Error("timed out")), 10000))]);
+    console.log(`PASS ${name}`);
+    passed++;
+  } catch (error) {
+    console.log(`FAIL ${name}: ${error.message}`);
+    failed++;
+  } finally {
+    ws.terminate();
+  }
+}
+
+function expect(condition, what) {
+  if (!condition) throw new Error(what);
+}
+
+function closed(ws) {
+  return new Promise((resolve) => ws.once("close", (code, reason) => resolve({ code, reason: reason.toString() })));
+}
+
+(async () => {
+  await test("text comes back as text", async (ws, next) => {
+    ws.send("Hello from Node, κόσμε");
+    const { data, isBinary } = await next();
+    expect(!isBinary && data.toString() === "Hello from Node, κόσμε", `got ${data}`);
+  });
+  await test("1 MiB of binary comes back byte for byte", async (ws, next) => {
+    const payload = Buffer.alloc(1024 * 1024, 0).map((_, i) => (i * 31) & 0xff);
+    ws.send(payload);
+    const { data, isBinary } = await next();
+    expect(isBinary && Buffer.compare(data, payload) === 0, `got ${data.length} bytes`);
+  });
+  await test("a message sent in three fragments comes back whole", async (ws, next) => {
+    ws.send("one ", { fin: false });
+    ws.send("two ", { fin: false });
+    ws.send("three", { fin: true });
+    const { data } = await next();
+    expect(data.toString() === "one two three", `got ${data}`);
+  });
+  await test("a ping is answered with a pong carrying its payload", async (ws) => {
+    const pong = new Promise((resolve) => ws.once("pong", resolve));
+    ws.ping("are you there");
+    const payload = await pong;
+    expect(payload.toString() === "are you there", `got ${payload}`);
+  });
+  await test("close 4000 with a reason is echoed", async (ws) => {
+    const result = closed(ws);
+    ws.close(4000, "done");
+    const { code, reason } = await result;
+    expect(code === 4000 && reason === "done", `got ${code} ${reason}`);
+  });
+  await test("an invalid UTF-8 text message is closed with 1007", async (ws) => {
+    const result = closed(ws);
+    // ws checks text it sends, so the bytes go out as they are, raw.
+    ws._sender.sendFrame(WebSocket.Sender.frame(Buffer.from([0xed, 0xa0, 0x80]),
+      { fin: true, opcode: 1, mask: true, readOnly: false, rsv1: false }), () => {});
+    const { code } = await result;
+    expect(code === 1007, `got ${code}`);
+  });
+  console.log(`${passed} passed, ${failed} failed`);
+  process.exit(failed === 0 ? 0 : 1);
+})();
