@@ -10,6 +10,11 @@
 CC      ?= cc
 CFLAGS  ?= -O2 -g
 LDFLAGS ?=
+PREFIX  ?= /usr/local
+DESTDIR ?=
+BINDIR   = $(PREFIX)/bin
+MANDIR   = $(PREFIX)/share/man/man1
+DATADIR  = $(PREFIX)/share/websocket-echo
 PYTHON  ?= $(firstword $(wildcard /usr/bin/python3) python3)
 
 # A comma, for arguments of $(call) that contain one.
@@ -37,7 +42,7 @@ TEST_PROGRAMS  = tests/unit_tests tests/integration_tests tests/reliability_test
 	tests/conformance_tests
 
 .PHONY: all run test test-programs unit integration reliability conformance interop deps test-deps lint \
-	format format-check bench bench-deps bench-smoke sanitize valgrind fuzz stress clean help
+	format format-check bench bench-deps bench-smoke sanitize valgrind fuzz stress demo-nginx install uninstall clean help
 
 all: server ## build the server
 
@@ -100,6 +105,9 @@ bench-deps: ## install Node.js and npm for the benchmark's Node ws peer, if miss
 
 bench-smoke: server bench/loadgen ## every benchmark mode for a second, against our server only
 	$(PYTHON) bench/run.py --smoke
+
+demo-nginx: server | test-deps ## two servers behind nginx with TLS: wss://localhost:8443 (Ctrl+C stops)
+	$(PYTHON) tests/nginx_demo.py --demo
 
 stress: server bench/loadgen ## 1,000 clients x 1,000 messages, 100 misbehaving, memory and exit checked
 	$(PYTHON) tests/stress.py
@@ -219,6 +227,17 @@ format: ## apply .clang-format to every source
 
 format-check: ## fail if a source is not formatted
 	clang-format --dry-run --Werror $(SOURCES)
+
+install: server ## install the server, server.1 and the client page under $(DESTDIR)$(PREFIX)
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR) $(DESTDIR)$(DATADIR)
+	install -m 755 server $(DESTDIR)$(BINDIR)/server
+	install -m 644 server.1 $(DESTDIR)$(MANDIR)/server.1
+	install -m 644 web/client.html $(DESTDIR)$(DATADIR)/client.html
+
+uninstall: ## remove what "make install" installed (same PREFIX and DESTDIR)
+	rm -f $(DESTDIR)$(BINDIR)/server $(DESTDIR)$(MANDIR)/server.1 \
+		$(DESTDIR)$(DATADIR)/client.html
+	-rmdir $(DESTDIR)$(DATADIR) 2>/dev/null
 
 clean: ## remove everything the build made
 	rm -f server *.o $(TEST_PROGRAMS) bench/loadgen bench/peers/tcp_echo

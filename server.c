@@ -37,7 +37,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SERVER_VERSION "0.2.0"
+#define SERVER_VERSION "0.3.0"
 
 /* Each thread gets this much stack instead of the 8 MiB default. Our deepest
  * call chain holds the 8 KiB request, the notifier's 4 KiB buffer and libc's
@@ -89,29 +89,24 @@ static void print_usage(FILE *out, long default_max_connections)
             "Usage: server [OPTION]...\n"
             "An echo server for WebSocket (RFC 6455) clients: every message comes back.\n"
             "\n"
-            "  -H, --host=ADDRESS          address to listen on (default 127.0.0.1)\n"
-            "  -p, --port=PORT             port to listen on (default 5175; 0 picks a free one)\n"
-            "      --max-connections=N     clients at once; more get 503 (default %ld,\n"
-            "                              from the open-file limit)\n"
-            "      --max-message=BYTES     larger messages are closed with 1009\n"
-            "                              (default 16777216; 0: no limit)\n"
-            "      --handshake-timeout=S   the HTTP request must arrive within S seconds,\n"
-            "                              or 408 (default 10; 0: wait forever)\n"
-            "      --ping-interval=S       ping a client silent for S seconds; close with 1001\n"
-            "                              after another S without an answer (default 30; 0: off)\n"
-            "      --shutdown-timeout=S    on Ctrl+C or SIGTERM, wait S seconds for clients to\n"
-            "                              close after 1001, then cut them off (default 5)\n"
-            "      --allow-origin=ORIGIN   accept browsers only from ORIGIN, e.g.\n"
-            "                              http://localhost:8080; repeat for more (default: any)\n"
-            "  -q, --quiet                 no log line for each connection on stderr\n"
-            "  -t, --trace                 print the handshake and every frame on stderr\n"
-            "      --client-page=FILE      serve FILE (web/client.html) to browsers at GET /\n"
-            "                              (default: off; any request that is not a\n"
-            "                              WebSocket handshake gets 400, as in the article)\n"
-            "  -h, --help                  show this help and exit\n"
-            "  -V, --version               show the version and exit\n"
+            "  -H, --host=ADDRESS         listen on ADDRESS (default 127.0.0.1)\n"
+            "  -p, --port=PORT            listen on PORT (default 5175; 0 picks a free one)\n"
+            "      --max-connections=N    more clients at once get 503 (default %ld)\n"
+            "      --max-message=BYTES    larger messages get close 1009 (default 16777216)\n"
+            "      --handshake-timeout=S  a request not complete in S s gets 408 (default 10)\n"
+            "      --ping-interval=S      ping a client silent for S s; close it with 1001\n"
+            "                             if it stays silent another S (default 30)\n"
+            "      --shutdown-timeout=S   on SIGINT/SIGTERM, close all with 1001 and wait\n"
+            "                             S s for them (default 5)\n"
+            "      --allow-origin=ORIGIN  accept browsers from ORIGIN only (repeatable;\n"
+            "                             default: from any origin)\n"
+            "      --client-page=FILE     serve FILE (web/client.html) at GET / (default off)\n"
+            "  -t, --trace                print the handshake and every frame on stderr\n"
+            "  -q, --quiet                no log line per connection on stderr\n"
+            "  -h, --help                 show this help and exit\n"
+            "  -V, --version              show the version and exit\n"
             "\n"
-            "Try it from a browser console: new WebSocket(\"ws://localhost:5175\")\n",
+            "0 turns --max-message, --handshake-timeout or --ping-interval off. man server.\n",
             default_max_connections);
 }
 
@@ -370,8 +365,7 @@ static void trace_line(void *context, const char *text)
 static void trace_request(const struct client *client, const struct ws_request *request)
 {
     char line[320];
-    snprintf(line, sizeof line, "<< %s %s %s", request->method, request->target,
-             request->version);
+    snprintf(line, sizeof line, "<< %s %s %s", request->method, request->target, request->version);
     trace_line((void *)client, line);
     for (size_t i = 0; i < request->header_count; i++) {
         snprintf(line, sizeof line, "<< %s: %s", request->headers[i].name,
@@ -811,7 +805,7 @@ int main(int argc, char **argv)
     accept_loop(listen_fd, stop_pipe[0], &options);
     close(listen_fd);
     if (shut_down(&options) > 0)
-        return EXIT_SUCCESS; /* exit() ends the threads that would not end */
+        return EXIT_SUCCESS;   /* exit() ends the threads that would not end */
     free(options.client_page); /* every client is done with it */
     /* Every client has unregistered, but its thread may still be returning.
      * pthread_exit() in main() ends only this thread, and the process exits

@@ -700,22 +700,25 @@ static void describe_bytes(const uint8_t *bytes, size_t available, uint64_t tota
 }
 
 void ws_describe_frame(const struct ws_frame_header *header, size_t header_size,
-                       const uint8_t *payload, size_t available, bool text, char *out,
-                       size_t size)
+                       const uint8_t *payload, size_t available, bool text, char *out, size_t size)
 {
     /* RFC 6455 §5.2: the header is 2 bytes, then 0, 2 or 8 of length, then
      * 4 of mask. What is left after the mask tells the length form. */
     size_t length_bytes = header_size - 2 - (header->masked ? 4 : 0);
-    const char *form = length_bytes == 0 ? "7-bit" : length_bytes == 2 ? "16-bit, 126" : "64-bit, 127";
+    const char *form = length_bytes == 0   ? "7-bit"
+                       : length_bytes == 2 ? "16-bit, 126"
+                                           : "64-bit, 127";
     char key[16] = "";
     if (header->masked)
-        snprintf(key, sizeof key, " key=%02x%02x%02x%02x", header->mask_key[0],
-                 header->mask_key[1], header->mask_key[2], header->mask_key[3]);
+        snprintf(key, sizeof key, " key=%02x%02x%02x%02x", header->mask_key[0], header->mask_key[1],
+                 header->mask_key[2], header->mask_key[3]);
     char shown[256] = "";
     uint64_t total = header->payload_length;
     if (header->opcode == WS_OPCODE_CLOSE && available >= 2) {
-        int used = snprintf(shown, sizeof shown, "code=%u ", (unsigned)(payload[0] << 8 | payload[1]));
-        describe_text(payload + 2, available - 2, total - 2, shown + used, sizeof shown - (size_t)used);
+        int used =
+            snprintf(shown, sizeof shown, "code=%u ", (unsigned)(payload[0] << 8 | payload[1]));
+        describe_text(payload + 2, available - 2, total - 2, shown + used,
+                      sizeof shown - (size_t)used);
     } else if (available > 0 && text) {
         describe_text(payload, available, total, shown, sizeof shown);
     } else if (available > 0) {

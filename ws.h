@@ -283,8 +283,7 @@ size_t ws_encode_frame_header(const struct ws_frame_header *header,
  * reason for a close frame, or in hex, cut after a few. Writes at most size
  * bytes into out. */
 void ws_describe_frame(const struct ws_frame_header *header, size_t header_size,
-                       const uint8_t *payload, size_t available, bool text, char *out,
-                       size_t size);
+                       const uint8_t *payload, size_t available, bool text, char *out, size_t size);
 
 /* RFC 6455 §5.3: XORs len bytes with the 4-byte mask key. offset is how many
  * payload bytes of this frame came before these ones, so a payload can be

@@ -42,11 +42,14 @@ run tests/integration_tests
 run tests/reliability_tests
 run tests/conformance_tests
 run "$PYTHON" tests/test_trace.py ./server
+run "$PYTHON" tests/test_docs.py ./server
 # Clients nobody here wrote.
 run "$PYTHON" tests/interop_websockets.py ./server
 run sh tests/interop_node.sh ./server
 run sh tests/interop_curl.sh ./server
 run "$PYTHON" tests/test_browser.py ./server
+# Behind a real proxy: nginx, TLS, two servers.
+run "$PYTHON" tests/nginx_demo.py
 
 echo "total: $passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]

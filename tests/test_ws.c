@@ -520,8 +520,8 @@ END_TEST
 
 START_TEST(test_describe_frame_names_the_length_form_and_shows_close_codes)
 {
-    struct ws_frame_header header = {.fin = true, .rsv = 4, .opcode = WS_OPCODE_CLOSE,
-                                     .payload_length = 5};
+    struct ws_frame_header header = {
+        .fin = true, .rsv = 4, .opcode = WS_OPCODE_CLOSE, .payload_length = 5};
     const uint8_t payload[] = {0x03, 0xe8, 'b', 'y', 'e'};
     char line[256];
     ws_describe_frame(&header, 10, payload, sizeof payload, false, line, sizeof line);
