@@ -51,55 +51,58 @@
 /* RFC 6455 §1.3: the GUID every server appends to the client's key. */
 static const char WS_GUID[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
+/* The state of one connection. The fields are ordered by size (largest
+ * alignment first, the 8 KiB inbox last) so that the compiler need not pad
+ * between them; the comments say which part of the protocol each serves. */
 struct ws {
-    int fd;
     struct ws_settings settings;
+    int fd;
 
-    /* Received bytes not yet used are inbox[in_start] .. inbox[in_end - 1]. */
-    uint8_t inbox[WS_INBOX_SIZE];
-    size_t in_start;
-    size_t in_end;
-
-    /* The data frame whose payload ws_receive() is handing out. */
-    bool in_frame;
-    struct ws_frame_header frame;
-    size_t frame_header_size; /* 2 to 14 bytes, for --trace */
-    uint64_t frame_bytes_read;
-
-    /* The message that frame belongs to (RFC 6455 §5.4: one message may be
-     * spread over several frames). */
-    bool in_message;
+    /* The message ws_receive() is handing out (RFC 6455 §5.4: one message
+     * may be spread over several frames), and whether it is in a frame. */
     enum ws_message_type message_type;
     struct ws_utf8 utf8;
-    uint64_t message_size; /* payload bytes announced so far, for max_message_size */
+    bool in_message;
+    bool in_frame;
 
     /* The message ws_send() is in the middle of, if any, and its type. */
     bool sending_message;
     bool sending_text;
 
-    /* The closing handshake (RFC 6455 §7). close_deadline is when we stop
-     * waiting for the peer's close frame (0: we are not waiting). */
+    /* The closing handshake (RFC 6455 §7). */
     bool close_sent;
     bool close_received;
     bool failed;
     enum ws_close_status sent_close_status;
     enum ws_close_status peer_close_status;
     char peer_close_description[WS_MAX_CLOSE_REASON + 1];
-    int64_t close_deadline;
-
-    /* Keep-alive: when a byte last arrived, and when we sent a ping that has
-     * not been answered by any byte yet (0: none). In milliseconds of
-     * now_milliseconds(). */
-    int64_t last_heard;
-    int64_t ping_sent_at;
 
     /* Shutdown: set once settings.stop_fd has become readable. We go away
      * at the first message boundary where nothing more has arrived. */
     bool stop_requested;
 
+    /* The data frame whose payload ws_receive() is handing out. */
+    struct ws_frame_header frame;
+    size_t frame_header_size; /* 2 to 14 bytes, for --trace */
+    uint64_t frame_bytes_read;
+    uint64_t message_size; /* payload bytes announced so far, for max_message_size */
+
+    /* Timers, in milliseconds of now_milliseconds(). close_deadline: when we
+     * stop waiting for the peer's close frame (0: not waiting). Keep-alive:
+     * when a byte last arrived, and when we sent a ping that no byte has
+     * answered yet (0: none). */
+    int64_t close_deadline;
+    int64_t last_heard;
+    int64_t ping_sent_at;
+
     /* For ws_get_stats(). */
     uint64_t bytes_received;
     uint64_t bytes_sent;
+
+    /* Received bytes not yet used are inbox[in_start] .. inbox[in_end - 1]. */
+    size_t in_start;
+    size_t in_end;
+    uint8_t inbox[WS_INBOX_SIZE];
 };
 
 /* ==== 1. Sending and receiving bytes ==================================== */
