@@ -804,12 +804,9 @@ int main(int argc, char **argv)
 
     accept_loop(listen_fd, stop_pipe[0], &options);
     close(listen_fd);
-    if (shut_down(&options) > 0)
-        return EXIT_SUCCESS;   /* exit() ends the threads that would not end */
-    free(options.client_page); /* every client is done with it */
-    /* Every client has unregistered, but its thread may still be returning.
-     * pthread_exit() in main() ends only this thread, and the process exits
-     * with status 0 once the last thread has finished (POSIX), so nothing is
-     * left half-done (valgrind's leak check, for one, runs after that). */
-    pthread_exit(NULL);
+    if (shut_down(&options) == 0)
+        free(options.client_page); /* every client is done with it */
+    /* Returning from main() ends the process, and with it any thread that
+     * would not end. */
+    return EXIT_SUCCESS;
 }

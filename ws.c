@@ -1145,8 +1145,10 @@ static int next_frame(struct ws *ws)
     if (header_size < 0)
         return -1;
     const char *problem = frame_header_problem(ws, &header);
-    if (problem != NULL)
+    if (problem != NULL) {
+        trace_frame(ws, "<<", &header, (size_t)header_size, NULL, 0, false);
         return fail_connection(ws, WS_CLOSE_PROTOCOL_ERROR, problem);
+    }
     if (is_control_opcode(header.opcode))
         return handle_control_frame(ws, &header, (size_t)header_size);
     /* The limit applies to the whole message, so a message cannot slip past

@@ -459,6 +459,50 @@ def test_sigterm_closes_with_1001_and_exits_0(server):
     assert server.process.wait(timeout=TIMEOUT) == 0, "the server did not exit with status 0"
 
 
+# ==== Chapter 13: seeing the frames, and a page for the browser ============
+
+@step_test(12)
+def test_trace_draws_the_rfc_hello_in_both_directions(server):
+    server.stop()
+    path = server.process.args[0]
+    process = subprocess.Popen([path, "--port", "0", "--quiet", "--trace"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        port = int(process.stdout.readline().rsplit(b":", 1)[1].split()[0])
+        connection = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        connection.sendall(upgrade_request())
+        response = b""
+        while b"\r\n\r\n" not in response:
+            response += connection.recv(1)
+        # RFC 6455 §5.7: "Hello", masked with 37 fa 21 3d.
+        connection.sendall(bytes.fromhex("818537fa213d7f9f4d5158"))
+        assert connection.recv(7) == b"\x81\x05Hello"
+        connection.close()
+    finally:
+        process.terminate()
+        trace = process.communicate(timeout=TIMEOUT)[1].decode()
+    for line in ["thread 1 >> HTTP/1.1 101 Switching Protocols",
+                 'thread 1 << FIN=1 RSV=000 opcode=1 (text) MASK=1 key=37fa213d length=5 (7-bit) "Hello"',
+                 'thread 1 >> FIN=1 RSV=000 opcode=1 (text) MASK=0 length=5 (7-bit) "Hello"']:
+        assert line in trace.splitlines(), f"no {line!r} in:\n{trace}"
+
+
+@step_test(12)
+def test_client_page_is_served_at_the_root_only_when_asked(server):
+    assert http_exchange(server, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").startswith(
+        b"HTTP/1.1 400 "), "without --client-page, GET / must stay a 400"
+    page = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "web",
+                        "client.html")
+    own = restart_with(server, "--client-page", page)
+    try:
+        response = http_exchange(own, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert response.startswith(b"HTTP/1.1 200 OK\r\n"), response[:60]
+        assert b"<title>WebSocket echo client</title>" in response
+        Client(own).close()  # a WebSocket request is still one
+    finally:
+        own.stop()
+
+
 # ==== Running them ==========================================================
 
 def run_tests(tests, path, step, label, options=()):
