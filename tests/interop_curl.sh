@@ -10,15 +10,8 @@ command -v curl >/dev/null 2>&1 || {
     echo "0 passed, 0 failed, 1 skipped"
     exit 0
 }
-out=$(mktemp)
-"$server" --port 0 --quiet --client-page "$root/web/client.html" > "$out" &
-pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -f "$out"' EXIT
-for _ in 1 2 3 4 5 6 7 8 9 10; do
-    grep -q Listening "$out" && break
-    sleep 0.1
-done
-port=$(sed -n 's/.*:\([0-9]*\) .*/\1/p' "$out")
+. "$root/tests/start_server.sh"
+start_server "$server" --quiet --client-page "$root/web/client.html"
 url="http://127.0.0.1:$port"
 passed=0
 failed=0

@@ -15,13 +15,6 @@ if [ ! -d "$here/node/node_modules/ws" ]; then
     npm install --prefix "$here/node" --no-audit --no-fund --silent ws@8 >/dev/null 2>&1 ||
         skip "npm could not install ws (no registry?)"
 fi
-out=$(mktemp)
-"$server" --port 0 --quiet > "$out" &
-pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -f "$out"' EXIT
-for _ in 1 2 3 4 5 6 7 8 9 10; do
-    grep -q Listening "$out" && break
-    sleep 0.1
-done
-port=$(sed -n 's/.*:\([0-9]*\) .*/\1/p' "$out")
+. "$here/start_server.sh"
+start_server "$server" --quiet
 NODE_PATH="$here/node/node_modules" node "$here/interop_node.js" "$port"

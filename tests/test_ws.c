@@ -574,6 +574,18 @@ START_TEST(test_a_failed_connection_stays_failed)
 }
 END_TEST
 
+/* Writes a client frame header with a 16-bit length and mask key 0 (so the
+ * payload goes as it is) and returns its size. */
+static size_t put_masked_header(uint8_t *out, uint8_t first_byte, uint16_t length)
+{
+    out[0] = first_byte;
+    out[1] = 0x80 | 126;
+    out[2] = (uint8_t)(length >> 8);
+    out[3] = (uint8_t)length;
+    memset(out + 4, 0, 4);
+    return 8;
+}
+
 START_TEST(test_message_over_the_limit_fails_with_1009_before_its_payload)
 {
     struct ws_settings settings = NO_LIMITS;
@@ -582,18 +594,10 @@ START_TEST(test_message_over_the_limit_fails_with_1009_before_its_payload)
     struct ws *ws = accept_on_socketpair(ends, &settings);
     /* A first fragment of 600 bytes, whole, then a header that announces 401
      * more: 1001 in all. None of the second fragment's payload is sent. */
-    static uint8_t frames[2 + 4 + 600 + 4 + 4];
-    size_t length = 0;
-    frames[length++] = 0x02; /* binary, not final */
-    frames[length++] = 0x80 | 126;
-    frames[length++] = 600 >> 8;
-    frames[length++] = 600 & 0xFF;
-    length += 4 + 600;       /* mask key 0, payload zeros */
-    frames[length++] = 0x80; /* continuation, final */
-    frames[length++] = 0x80 | 126;
-    frames[length++] = 401 >> 8;
-    frames[length++] = 401 & 0xFF;
-    length += 4;
+    static uint8_t frames[8 + 600 + 8];                      /* two 8-byte headers, one payload */
+    size_t length = put_masked_header(frames, 0x02, 600);    /* binary, not final */
+    length += 600;                                           /* payload: zeros */
+    length += put_masked_header(frames + length, 0x80, 401); /* continuation, final */
     ck_assert_int_eq(send(ends[1], frames, length, 0), (ssize_t)length);
     shutdown(ends[1], SHUT_WR);
     uint8_t buffer[4096];

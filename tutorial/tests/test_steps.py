@@ -9,6 +9,7 @@ says from which step on, and until which step, it holds), and prints
 TCP server of step 1 is tested with a plain socket.
 """
 import base64
+import contextlib
 import hashlib
 import os
 import select
@@ -379,71 +380,62 @@ def test_protocol_errors_get_their_close_codes(server):
 
 # ==== Chapter 12: surviving the real world =================================
 
-def restart_with(server, *options):
-    """Stops the test's server (run_tests stopping it again does nothing) and
-    starts the same binary with options; the test stops that one."""
+@contextlib.contextmanager
+def restarted_with(server, *options):
+    """Stops the test's server (run_tests stopping it again does nothing),
+    starts the same binary with options for the body of the with, and stops
+    it after."""
     server.stop()
-    return Server(server.process.args[0], 11, options)
+    own = Server(server.process.args[0], 11, options)
+    try:
+        yield own
+    finally:
+        own.stop()
 
 
 @step_test(11)
 def test_request_that_never_ends_gets_408(server):
-    own = restart_with(server, "--handshake-timeout", "1")
-    try:
+    with restarted_with(server, "--handshake-timeout", "1") as own:
         connection = own.connect()
         connection.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # and nothing more
         response = read_until_closed(connection)
         assert response.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), response
-    finally:
-        own.stop()
 
 
 @step_test(11)
 def test_message_over_the_limit_gets_1009_from_its_header(server):
-    own = restart_with(server, "--max-message", "1000")
-    try:
+    with restarted_with(server, "--max-message", "1000") as own:
         client = Client(own)
         # A header announcing 1001 bytes, and none of them.
         client.connection.sendall(struct.pack("!BBH", 0x82, 0x80 | 126, 1001) + b"\0\0\0\0")
         client.expect_close(1009)
-    finally:
-        own.stop()
 
 
 @step_test(11)
 def test_other_origins_get_403(server):
-    own = restart_with(server, "--allow-origin", "http://good.example")
-    try:
+    with restarted_with(server, "--allow-origin", "http://good.example") as own:
         Client(own, extra_headers="Origin: http://good.example\r\n").close()
         response = http_exchange(own, upgrade_request(extra_headers="Origin: http://evil.example\r\n"))
         assert response.startswith(b"HTTP/1.1 403 Forbidden\r\n"), response
-    finally:
-        own.stop()
 
 
 @step_test(11)
 def test_idle_client_is_pinged_then_closed_with_1001(server):
-    own = restart_with(server, "--ping-interval", "1")
-    try:
+    with restarted_with(server, "--ping-interval", "1") as own:
         client = Client(own)
         fin, opcode, payload = client.read_frame()
         assert opcode == 9, f"expected a ping, got opcode {opcode}"
         client.expect_close(1001)  # we never answered
-    finally:
-        own.stop()
 
 
 @step_test(11)
 def test_client_over_the_limit_gets_503(server):
-    own = restart_with(server, "--max-connections", "1")
-    try:
+    with restarted_with(server, "--max-connections", "1") as own:
         first = Client(own)
         response = http_exchange(own, upgrade_request())
         assert response.startswith(b"HTTP/1.1 503 "), response
         assert b"\r\nRetry-After: " in response, response
         first.close()
-    finally:
-        own.stop()
 
 
 @step_test(11)
@@ -493,14 +485,11 @@ def test_client_page_is_served_at_the_root_only_when_asked(server):
         b"HTTP/1.1 400 "), "without --client-page, GET / must stay a 400"
     page = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "web",
                         "client.html")
-    own = restart_with(server, "--client-page", page)
-    try:
+    with restarted_with(server, "--client-page", page) as own:
         response = http_exchange(own, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         assert response.startswith(b"HTTP/1.1 200 OK\r\n"), response[:60]
         assert b"<title>WebSocket echo client</title>" in response
         Client(own).close()  # a WebSocket request is still one
-    finally:
-        own.stop()
 
 
 # ==== Running them ==========================================================
