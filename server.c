@@ -602,6 +602,7 @@ static void *client_thread(void *arg)
 {
     struct client *client = arg;
     websocket_controller_get(client);
+    ws_thread_done();          /* before main() may return and end the process */
     unregister_client(client); /* closes the socket and frees client */
     return NULL;
 }

@@ -31,6 +31,7 @@
 #include <sys/uio.h>
 #include <time.h>
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 
 /* How long ws_close() waits for the peer's close frame, in milliseconds. */
@@ -796,6 +797,11 @@ struct ws *ws_accept(int fd, const struct ws_request *request, const struct ws_s
 void ws_free(struct ws *ws)
 {
     free(ws);
+}
+
+void ws_thread_done(void)
+{
+    OPENSSL_thread_stop();
 }
 
 void ws_get_stats(const struct ws *ws, struct ws_stats *stats)

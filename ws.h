@@ -214,6 +214,11 @@ struct ws *ws_accept(int fd, const struct ws_request *request, const struct ws_s
 /* Frees a connection made by ws_accept(). It does not close the socket. */
 void ws_free(struct ws *ws);
 
+/* Frees what the library keeps for the calling thread: OpenSSL's per-thread
+ * state, which OpenSSL would otherwise free only as the thread exits. Call
+ * it at the end of a thread that used ws_accept(). */
+void ws_thread_done(void);
+
 /* What a connection did, for the host's log line. */
 struct ws_stats {
     uint64_t bytes_received; /* every byte, the HTTP request included */
