@@ -32,9 +32,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SERVER = os.environ.get("SERVER", os.path.join(ROOT, "server"))
 LOADGEN = os.path.join(ROOT, "bench", "loadgen")
 
-# A leak of 5 bytes per message, or of one connection's state (8 KiB) per
-# connection, would grow the server by more than this over one run.
-ALLOWED_GROWTH_KIB = 4 * 1024
+# The memory the server may keep beyond its level after the warm-up: glibc
+# keeps some of what a thousand threads freed, and runs have differed by up
+# to 4 MiB (-0.5 and +3.5 MiB seen). One run makes about 300,000 connections
+# (most of them the misbehaving ones) and a million messages, so a leak of
+# 60 bytes per connection, or of 17 bytes per message, would still pass it.
+ALLOWED_GROWTH_KIB = 16 * 1024
 
 REQUEST = (b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
