@@ -981,8 +981,8 @@ enum { RECEIVE_STOP = 1 };
 /* Receives more bytes into the inbox, waiting for them if none have arrived.
  * Returns 0, or -1 when the connection failed. When between_messages is
  * true and the server is stopping, it returns RECEIVE_STOP instead of
- * waiting: every byte the peer had sent before the stop has been read, and
- * every message echoed. */
+ * waiting: nothing more has arrived, so every message that reached us has
+ * been read, and echoed. */
 static int receive_more(struct ws *ws, bool between_messages)
 {
     make_room_in_inbox(ws);
