@@ -200,15 +200,18 @@ int client_handshake(struct client *client, int port, const char *extra_headers,
     /* A server that refuses at once (503) may answer and close before the
      * whole request is sent: a failed send is not the end, the answer is. */
     client_send_raw(client, request, (size_t)length, 0);
-    /* Read until the blank line; frames may follow it in the same read. */
+    /* Read until the blank line; frames may follow it in the same read. The
+     * answer may be in the inbox already: the send reads while it waits. */
     size_t header_length = 0;
-    while (header_length == 0) {
-        if (client_fill(client) != 0)
-            return -1;
+    for (;;) {
         for (size_t i = 0; i + 4 <= client->in_end && header_length == 0; i++) {
             if (memcmp(client->inbox + i, "\r\n\r\n", 4) == 0)
                 header_length = i + 4;
         }
+        if (header_length > 0)
+            break;
+        if (client_fill(client) != 0)
+            return -1;
     }
     size_t copied = header_length < size ? header_length : size - 1;
     memcpy(response, client->inbox, copied);
