@@ -294,10 +294,23 @@ static void set_default_options(struct options *options)
 
 /* ==== Logging =========================================================== */
 
-/* Writes one line to stderr: the time (UTC, to the millisecond), then the
- * message. The line is put together in a buffer and written with a single
- * write(), so lines from different threads never mix (and stdio's 8 KiB
- * buffer for unbuffered streams stays off every thread's stack). */
+/* Writes text and a newline to stderr with one write(), so that lines from
+ * different threads never mix. (fprintf() to stderr, which has no buffer,
+ * would also put an 8 KiB buffer on the stack of every thread that logs.) */
+static void write_line(const char *text)
+{
+    char line[768];
+    int length = snprintf(line, sizeof line, "%s\n", text);
+    if (length < 0)
+        return;
+    if (length >= (int)sizeof line)
+        length = (int)sizeof line - 1; /* cut short, without its newline */
+    ssize_t ignored = write(STDERR_FILENO, line, (size_t)length);
+    (void)ignored; /* nowhere to report that stderr is gone */
+}
+
+/* Writes one line to stderr, unless --quiet: the time (UTC, to the
+ * millisecond), then the message. */
 static void log_line(const struct options *options, const char *format, ...)
 {
     if (options->quiet)
@@ -312,14 +325,9 @@ static void log_line(const struct options *options, const char *format, ...)
         (size_t)snprintf(line + length, sizeof line - length, ".%03ldZ ", now.tv_nsec / 1000000);
     va_list arguments;
     va_start(arguments, format);
-    int written = vsnprintf(line + length, sizeof line - length - 1, format, arguments);
+    vsnprintf(line + length, sizeof line - length, format, arguments);
     va_end(arguments);
-    length = written < 0 ? length : length + (size_t)written;
-    if (length > sizeof line - 2)
-        length = sizeof line - 2; /* a message cut short */
-    line[length++] = '\n';
-    ssize_t ignored = write(STDERR_FILENO, line, length);
-    (void)ignored; /* nowhere to report that stderr is gone */
+    write_line(line);
 }
 
 /* Writes "127.0.0.1:5175" or "[::1]:5175" for a socket address. */
@@ -348,17 +356,13 @@ struct client {
     struct client *next;
 };
 
-/* --trace: a line about this client's connection, on stderr. Like
- * log_line(), one write() per line. */
+/* --trace: a line about this client's connection, on stderr. */
 static void trace_line(void *context, const char *text)
 {
     const struct client *client = context;
     char line[512];
-    int length = snprintf(line, sizeof line, "thread %lu %s\n", client->id, text);
-    if (length >= (int)sizeof line)
-        length = (int)sizeof line - 1; /* cut short, without its newline */
-    ssize_t ignored = write(STDERR_FILENO, line, (size_t)length);
-    (void)ignored;
+    snprintf(line, sizeof line, "thread %lu %s", client->id, text);
+    write_line(line);
 }
 
 /* --trace: the request as we parsed it (ws.c traces the response). */
@@ -434,9 +438,9 @@ static long wait_for_clients(int seconds)
     clock_gettime(CLOCK_REALTIME, &deadline); /* the clock pthread_cond_timedwait uses */
     deadline.tv_sec += seconds;
     pthread_mutex_lock(&registry.lock);
-    while (registry.count > 0 &&
-           pthread_cond_timedwait(&registry.changed, &registry.lock, &deadline) == 0) {
-    }
+    int timed_out = 0; /* pthread_cond_timedwait() says ETIMEDOUT */
+    while (registry.count > 0 && timed_out == 0)
+        timed_out = pthread_cond_timedwait(&registry.changed, &registry.lock, &deadline);
     long left = registry.count;
     pthread_mutex_unlock(&registry.lock);
     return left;
@@ -521,6 +525,7 @@ static bool is_origin_allowed(const struct options *options, const struct ws_req
     return false;
 }
 
+/* Answers a request that will not become a WebSocket, and logs it. */
 static void refuse(const struct client *client, const struct ws_request *request,
                    const struct ws_refusal *refusal)
 {

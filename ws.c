@@ -177,9 +177,12 @@ static int64_t now_milliseconds(void)
     return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
 }
 
-/* How long poll() should wait to reach deadline: 0 if it has passed. */
+/* How long poll() should wait to reach deadline: 0 if it has passed, -1
+ * (for ever) if deadline is 0, which means "no deadline". */
 static int milliseconds_until(int64_t deadline)
 {
+    if (deadline == 0)
+        return -1;
     int64_t left = deadline - now_milliseconds();
     return left <= 0 ? 0 : left > INT_MAX ? INT_MAX : (int)left;
 }
@@ -329,8 +332,7 @@ static int wait_for_request_bytes(int fd, int64_t deadline, int stop_fd, struct 
 {
     for (;;) {
         struct pollfd fds[2] = {{.fd = fd, .events = POLLIN}, {.fd = stop_fd, .events = POLLIN}};
-        int ready =
-            poll(fds, stop_fd >= 0 ? 2 : 1, deadline > 0 ? milliseconds_until(deadline) : -1);
+        int ready = poll(fds, stop_fd >= 0 ? 2 : 1, milliseconds_until(deadline));
         if (ready < 0 && errno == EINTR)
             continue;
         if (ready < 0) {
@@ -943,8 +945,7 @@ static int wait_for_bytes(struct ws *ws)
         bool watch_stop = ws->settings.stop_fd >= 0 && !ws->stop_requested;
         struct pollfd fds[2] = {{.fd = ws->fd, .events = POLLIN},
                                 {.fd = ws->settings.stop_fd, .events = POLLIN}};
-        int64_t deadline = next_deadline(ws);
-        int ready = poll(fds, watch_stop ? 2 : 1, deadline > 0 ? milliseconds_until(deadline) : -1);
+        int ready = poll(fds, watch_stop ? 2 : 1, milliseconds_until(next_deadline(ws)));
         if (ready < 0 && errno != EINTR) {
             ws->failed = true;
             return -1;

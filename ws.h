@@ -80,7 +80,8 @@ enum ws_close_status {
 /* ==== Settings ========================================================== */
 
 /* What the host decides for every connection: the limits and timers that keep
- * one client from holding a thread, or memory, forever. 0 turns each off. The
+ * one client from holding a thread, or memory, forever. 0 turns each limit
+ * and timer off. The
  * host's command-line options fill it in (server.c), as ASP.NET Core's
  * WebSocketOptions do. */
 struct ws_settings {
@@ -101,8 +102,8 @@ struct ws_settings {
 
     /* A file descriptor that becomes readable when the server is shutting
      * down (the read end of a pipe), or -1. Every connection watches it while
-     * it waits, and then closes with 1001 Going Away at the end of the
-     * message it is in. */
+     * it waits, and then closes with 1001 Going Away as soon as it is between
+     * two messages with nothing more received. */
     int stop_fd;
 
     /* --trace: when not NULL, called with one line of text for each line of
