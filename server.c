@@ -34,6 +34,7 @@
 #include <strings.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -233,25 +234,45 @@ static int parse_options(int argc, char **argv, struct options *options)
     return 0;
 }
 
-/* Reads the whole file at path into *contents (malloc'ed). Returns 0, or -1
- * after saying why. */
+/* Says why the client page cannot be read, and lets go of what
+ * read_whole_file() held (fd and buffer, if any). Returns -1. */
+static int client_page_error(const char *path, const char *why, int fd, char *buffer)
+{
+    fprintf(stderr, "server: cannot read the client page '%s': %s\n", path, why);
+    if (fd >= 0)
+        close(fd);
+    free(buffer);
+    return -1;
+}
+
+/* Reads the whole regular file at path into *contents (malloc'ed). Returns
+ * 0, or -1 after saying why. */
 static int read_whole_file(const char *path, char **contents, size_t *length)
 {
-    FILE *file = fopen(path, "rb");
-    long size = -1;
-    if (file != NULL && fseek(file, 0, SEEK_END) == 0)
-        size = ftell(file);
-    *contents = size >= 0 && fseek(file, 0, SEEK_SET) == 0 ? malloc((size_t)size + 1) : NULL;
-    bool ok = *contents != NULL && fread(*contents, 1, (size_t)size, file) == (size_t)size;
-    if (file != NULL)
-        fclose(file);
-    if (!ok) {
-        fprintf(stderr, "server: cannot read the client page '%s': %s\n", path, strerror(errno));
-        free(*contents);
-        *contents = NULL;
-        return -1;
+    int fd = open(path, O_RDONLY);
+    if (fd < 0)
+        return client_page_error(path, strerror(errno), -1, NULL);
+    struct stat status;
+    if (fstat(fd, &status) != 0)
+        return client_page_error(path, strerror(errno), fd, NULL);
+    if (!S_ISREG(status.st_mode))
+        return client_page_error(path, "not a regular file", fd, NULL);
+    size_t size = (size_t)status.st_size;
+    char *buffer = malloc(size + 1);
+    if (buffer == NULL)
+        return client_page_error(path, strerror(errno), fd, NULL);
+    for (size_t got = 0; got < size;) {
+        ssize_t count = read(fd, buffer + got, size - got);
+        if (count < 0 && errno == EINTR)
+            continue;
+        if (count <= 0) /* an error, or a file that shrank while we read it */
+            return client_page_error(path, count < 0 ? strerror(errno) : "the file shrank", fd,
+                                     buffer);
+        got += (size_t)count;
     }
-    *length = (size_t)size;
+    close(fd);
+    *contents = buffer;
+    *length = size;
     return 0;
 }
 
@@ -365,15 +386,20 @@ static void trace_line(void *context, const char *text)
     write_line(line);
 }
 
-/* --trace: the request as we parsed it (ws.c traces the response). */
+/* --trace: the request as we parsed it (ws.c traces the response). The
+ * request line is printable ASCII (ws_parse_request() refuses anything
+ * else), but a header value may hold any byte above ASCII: it is escaped, so
+ * that no client can send escape sequences to the operator's terminal. */
 static void trace_request(const struct client *client, const struct ws_request *request)
 {
     char line[320];
     snprintf(line, sizeof line, "<< %s %s %s", request->method, request->target, request->version);
     trace_line((void *)client, line);
     for (size_t i = 0; i < request->header_count; i++) {
-        snprintf(line, sizeof line, "<< %s: %s", request->headers[i].name,
-                 request->headers[i].value);
+        const char *value = request->headers[i].value;
+        char escaped[256];
+        ws_escape((const uint8_t *)value, strlen(value), escaped, sizeof escaped);
+        snprintf(line, sizeof line, "<< %s: %s", request->headers[i].name, escaped);
         trace_line((void *)client, line);
     }
 }
@@ -424,7 +450,8 @@ static void unregister_client(struct client *client)
     if (client->next != NULL)
         client->next->previous = client->previous;
     registry.count--;
-    close(client->fd);
+    if (client->fd >= 0) /* a client refused at once gave its socket to the lingerer */
+        close(client->fd);
     free(client);
     pthread_cond_broadcast(&registry.changed);
     pthread_mutex_unlock(&registry.lock);
@@ -612,13 +639,115 @@ static void *client_thread(void *arg)
     return NULL;
 }
 
+/* ==== Refusing without waiting ========================================= */
+
+/* A client that the accept loop refuses with 503 cannot be closed at once:
+ * the request it sent and we never read would make the kernel answer with a
+ * reset, which can destroy our 503 before the client reads it. Waiting for
+ * each one on the accept loop would stall everyone behind it (a burst of a
+ * thousand refused clients once meant minutes of silence). So the accept loop
+ * hands each refused socket to one thread, the lingerer, through a pipe: it
+ * reads and discards what each client sends until the client leaves, or
+ * LINGER_MILLISECONDS pass, and only then closes the socket. */
+#define LINGER_MILLISECONDS 2000
+
+/* How many refused sockets the lingerer keeps at once. When a new one comes
+ * and there is no room, the oldest is closed early: by then it has almost
+ * always read its 503, and we have read its request. */
+#define MAX_LINGERING 128
+
+static int linger_pipe[2] = {-1, -1};
+
+static int64_t now_milliseconds(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
+/* The sockets the lingerer waits on: fds[0] is the pipe, fds[1..count-1] the
+ * refused sockets, oldest first, each with its deadline. */
+struct lingering {
+    struct pollfd fds[1 + MAX_LINGERING];
+    int64_t deadlines[1 + MAX_LINGERING];
+    nfds_t count;
+};
+
+static void stop_lingering(struct lingering *lingering, nfds_t i)
+{
+    close(lingering->fds[i].fd);
+    lingering->count--;
+    memmove(&lingering->fds[i], &lingering->fds[i + 1],
+            (lingering->count - i) * sizeof lingering->fds[0]);
+    memmove(&lingering->deadlines[i], &lingering->deadlines[i + 1],
+            (lingering->count - i) * sizeof lingering->deadlines[0]);
+}
+
+static void start_lingering(struct lingering *lingering, int fd)
+{
+    if (lingering->count == 1 + MAX_LINGERING)
+        stop_lingering(lingering, 1);
+    lingering->fds[lingering->count] = (struct pollfd){.fd = fd, .events = POLLIN};
+    lingering->deadlines[lingering->count] = now_milliseconds() + LINGER_MILLISECONDS;
+    lingering->count++;
+}
+
+/* Reads and discards what has arrived on fd. Returns false once the client
+ * has left (end of stream, or an error). */
+static bool discard_input(int fd)
+{
+    char discard[1024];
+    ssize_t received = recv(fd, discard, sizeof discard, MSG_DONTWAIT);
+    return received > 0 || (received < 0 && (errno == EAGAIN || errno == EINTR));
+}
+
+/* The lingerer's thread. It ends when the pipe's writing end is closed (the
+ * accept loop has stopped), closing every socket it still holds. */
+static void *linger_thread(void *arg)
+{
+    (void)arg;
+    static struct lingering lingering; /* one lingerer: too large for a small stack */
+    lingering.fds[0] = (struct pollfd){.fd = linger_pipe[0], .events = POLLIN};
+    lingering.count = 1;
+    for (;;) {
+        int timeout = -1; /* no socket to wait for: only the pipe */
+        if (lingering.count > 1) {
+            int64_t left = lingering.deadlines[1] - now_milliseconds();
+            timeout = left > 0 ? (int)left : 0;
+        }
+        if (poll(lingering.fds, lingering.count, timeout) < 0)
+            continue; /* EINTR: nothing else can go wrong with these arguments */
+        int64_t now = now_milliseconds();
+        for (nfds_t i = lingering.count - 1; i >= 1; i--) {
+            bool client_left = lingering.fds[i].revents != 0 && !discard_input(lingering.fds[i].fd);
+            if (client_left || lingering.deadlines[i] <= now)
+                stop_lingering(&lingering, i);
+        }
+        if (lingering.fds[0].revents == 0)
+            continue;
+        int fd;
+        if (read(linger_pipe[0], &fd, sizeof fd) != (ssize_t)sizeof fd)
+            break; /* end of the pipe: the server is stopping */
+        start_lingering(&lingering, fd);
+    }
+    while (lingering.count > 1)
+        stop_lingering(&lingering, 1);
+    return NULL;
+}
+
 /* Answers "503 Service Unavailable" from the accept loop itself, without a
- * thread. The caller closes the socket. */
-static void refuse_at_once(const struct client *client, const char *reason)
+ * thread of the client's own, and hands the socket to the lingerer: the
+ * client no longer owns it. */
+static void refuse_at_once(struct client *client, const char *reason)
 {
     log_line(client->options, "refuse %s: 503 %s", client->peer, reason);
     struct ws_refusal refusal = {503, reason, RETRY_AFTER_SECONDS};
-    ws_refuse_at_once(client->fd, &refusal);
+    ws_refuse_without_waiting(client->fd, &refusal);
+    /* A write of at most PIPE_BUF bytes to a pipe is all or nothing. When the
+     * pipe is full (the lingerer is far behind), the socket is closed now. */
+    if (write(linger_pipe[1], &client->fd, sizeof client->fd) != (ssize_t)sizeof client->fd)
+        close(client->fd);
+    client->fd = -1;
 }
 
 /* Starts a detached thread for a registered client: nobody waits for it to
@@ -684,7 +813,6 @@ static void serve_client(int fd, const struct sockaddr_storage *peer, socklen_t 
         start_client_thread(client);
     } else {
         refuse_at_once(client, "too many connections: try again later");
-        close(fd);
         free(client);
     }
 }
@@ -737,9 +865,17 @@ static void on_stop_signal(int signal_number)
     errno = saved_errno;
 }
 
+/* Adds O_NONBLOCK to the flags of fd. (F_SETFL with O_NONBLOCK alone would
+ * clear every other flag the file has.) Returns 0, or -1. */
+static int set_nonblocking(int fd)
+{
+    int flags = fcntl(fd, F_GETFL);
+    return flags < 0 ? -1 : fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+}
+
 static int install_stop_handlers(void)
 {
-    if (pipe(stop_pipe) != 0 || fcntl(stop_pipe[1], F_SETFL, O_NONBLOCK) != 0)
+    if (pipe(stop_pipe) != 0 || set_nonblocking(stop_pipe[1]) != 0)
         return -1;
     struct sigaction action = {.sa_handler = on_stop_signal};
     sigemptyset(&action.sa_mask);
@@ -750,6 +886,24 @@ static int install_stop_handlers(void)
      * the signal as well keeps the server alive whatever call writes. */
     signal(SIGPIPE, SIG_IGN);
     return 0;
+}
+
+/* Starts the lingerer (see "Refusing without waiting"). Returns 0, or -1. */
+static int start_lingerer(pthread_t *thread)
+{
+    if (pipe(linger_pipe) != 0 || set_nonblocking(linger_pipe[1]) != 0)
+        return -1;
+    errno = pthread_create(thread, NULL, linger_thread, NULL);
+    return errno == 0 ? 0 : -1;
+}
+
+/* Stops the lingerer: it sees the end of its pipe, closes every socket it
+ * still holds, and ends. */
+static void stop_lingerer(pthread_t thread)
+{
+    close(linger_pipe[1]);
+    pthread_join(thread, NULL);
+    close(linger_pipe[0]);
 }
 
 /* The accept loop has stopped. Every connection has seen the stop too and is
@@ -779,7 +933,9 @@ static long shut_down(const struct options *options)
 
 int main(int argc, char **argv)
 {
-    struct options options;
+    /* The options outlive main(): a thread that would not end when the
+     * server stops may still read them while the process exits. */
+    static struct options options;
     set_default_options(&options);
     int parsed = parse_options(argc, argv, &options);
     if (parsed != 0)
@@ -801,7 +957,11 @@ int main(int argc, char **argv)
     /* accept_loop() needs a listening socket that does not block. (On Linux
      * the sockets accept() returns do not inherit the flag: they block, as
      * the client threads expect.) */
-    fcntl(listen_fd, F_SETFL, O_NONBLOCK);
+    pthread_t lingerer;
+    if (set_nonblocking(listen_fd) != 0 || start_lingerer(&lingerer) != 0) {
+        perror("server: cannot start");
+        return EXIT_FAILURE;
+    }
 
     char address[INET6_ADDRSTRLEN + 16];
     describe_local_address(listen_fd, address, sizeof address);
@@ -810,9 +970,14 @@ int main(int argc, char **argv)
 
     accept_loop(listen_fd, stop_pipe[0], &options);
     close(listen_fd);
-    if (shut_down(&options) == 0)
-        free(options.client_page); /* every client is done with it */
-    /* Returning from main() ends the process, and with it any thread that
-     * would not end. */
+    stop_lingerer(lingerer);
+    if (shut_down(&options) > 0) {
+        /* Threads that would not end may still be inside OpenSSL, and exit()
+         * would run OpenSSL's cleanup under them. _exit() ends the process
+         * without running anything more (standard output was flushed above,
+         * and standard error has no buffer). */
+        _exit(EXIT_SUCCESS);
+    }
+    free(options.client_page); /* every client is done with it */
     return EXIT_SUCCESS;
 }

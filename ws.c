@@ -17,6 +17,7 @@
 
 #include "ws.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <poll.h>
@@ -38,10 +39,8 @@
 #define WS_CLOSE_TIMEOUT_MILLISECONDS 5000
 
 /* How long we keep reading (and discarding) after our last byte was sent,
- * so that the peer has time to read it; see end_tcp_connection(). The accept
- * loop, which cannot wait for one client, lingers much less. */
-#define WS_LINGER_MILLISECONDS       2000
-#define WS_QUICK_LINGER_MILLISECONDS 100
+ * so that the peer has time to read it; see end_tcp_connection(). */
+#define WS_LINGER_MILLISECONDS 2000
 
 /* Bytes received but not yet used. One recv() fills it as far as it can, so a
  * small frame (header and payload together) costs one system call. It must
@@ -52,41 +51,23 @@
 /* RFC 6455 §1.3: the GUID every server appends to the client's key. */
 static const char WS_GUID[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
-/* The state of one connection. The fields are ordered by size (largest
- * alignment first, the 8 KiB inbox last) so that the compiler need not pad
- * between them; the comments say which part of the protocol each serves. */
+/* The state of one connection. The fields are ordered by alignment, largest
+ * first, so that the compiler needs no padding between them (gcc -Wpadded
+ * finds none); the comments say which part of the protocol each serves. */
 struct ws {
     struct ws_settings settings;
-    int fd;
 
-    /* The message ws_receive() is handing out (RFC 6455 §5.4: one message
-     * may be spread over several frames), and whether it is in a frame. */
-    enum ws_message_type message_type;
-    struct ws_utf8 utf8;
-    bool in_message;
-    bool in_frame;
-
-    /* The message ws_send() is in the middle of, if any, and its type. */
-    bool sending_message;
-    bool sending_text;
-
-    /* The closing handshake (RFC 6455 §7). */
-    bool close_sent;
-    bool close_received;
-    bool failed;
-    enum ws_close_status sent_close_status;
-    enum ws_close_status peer_close_status;
-    char peer_close_description[WS_MAX_CLOSE_REASON + 1];
-
-    /* Shutdown: set once settings.stop_fd has become readable. We go away
-     * at the first message boundary where nothing more has arrived. */
-    bool stop_requested;
-
-    /* The data frame whose payload ws_receive() is handing out. */
+    /* The data frame whose payload ws_receive() is handing out, how much of
+     * it has been handed out, and how large the message it belongs to has
+     * grown (RFC 6455 §5.4: one message may be spread over several frames;
+     * settings.max_message_size limits the whole message). */
     struct ws_frame_header frame;
-    size_t frame_header_size; /* 2 to 14 bytes, for --trace */
     uint64_t frame_bytes_read;
-    uint64_t message_size; /* payload bytes announced so far, for max_message_size */
+    uint64_t message_size;
+
+    /* For ws_get_stats(). */
+    uint64_t bytes_received;
+    uint64_t bytes_sent;
 
     /* Timers, in milliseconds of now_milliseconds(). close_deadline: when we
      * stop waiting for the peer's close frame (0: not waiting). Keep-alive:
@@ -96,13 +77,35 @@ struct ws {
     int64_t last_heard;
     int64_t ping_sent_at;
 
-    /* For ws_get_stats(). */
-    uint64_t bytes_received;
-    uint64_t bytes_sent;
+    size_t frame_header_size; /* 2 to 14 bytes, for --trace */
 
     /* Received bytes not yet used are inbox[in_start] .. inbox[in_end - 1]. */
     size_t in_start;
     size_t in_end;
+
+    int fd;
+    enum ws_state state;               /* the closing handshake (RFC 6455 §7), as .NET names it */
+    enum ws_message_type message_type; /* of the message ws_receive() is in */
+
+    /* The close frames: the status we sent (for the log line), and the
+     * status and reason the peer sent. */
+    enum ws_close_status sent_close_status;
+    enum ws_close_status peer_close_status;
+
+    struct ws_utf8 utf8; /* the text message ws_receive() is in (RFC 6455 §8.1) */
+    bool in_message;     /* ws_receive() is inside a message... */
+    bool in_frame;       /* ...and inside one of its data frames */
+
+    /* ws_send() is in the middle of a message (its next frame continues it),
+     * and whether that message is text (for --trace). */
+    bool sending_message;
+    bool sending_text;
+
+    /* Shutdown: set once settings.stop_fd has become readable. We go away
+     * at the first message boundary where nothing more has arrived. */
+    bool stop_requested;
+
+    char peer_close_description[WS_MAX_CLOSE_REASON + 1];
     uint8_t inbox[WS_INBOX_SIZE];
 };
 
@@ -192,11 +195,11 @@ static int milliseconds_until(int64_t deadline)
  * reset (RST), and the peer could lose our last frame or response before
  * reading it. So we shut down our sending side (the peer reads end-of-file
  * after our last byte) and read and discard until the peer closes too, for at
- * most linger_milliseconds. RFC 6455 §7.1.1 asks the server to be the one
+ * most WS_LINGER_MILLISECONDS. RFC 6455 §7.1.1 asks the server to be the one
  * that closes the TCP connection first; this is how. */
-static void end_tcp_connection_within(int fd, int linger_milliseconds)
+static void end_tcp_connection(int fd)
 {
-    int64_t deadline = now_milliseconds() + linger_milliseconds;
+    int64_t deadline = now_milliseconds() + WS_LINGER_MILLISECONDS;
     shutdown(fd, SHUT_WR);
     for (;;) {
         struct pollfd readable = {.fd = fd, .events = POLLIN};
@@ -208,11 +211,6 @@ static void end_tcp_connection_within(int fd, int linger_milliseconds)
     }
 }
 
-static void end_tcp_connection(int fd)
-{
-    end_tcp_connection_within(fd, WS_LINGER_MILLISECONDS);
-}
-
 /* ==== 2. The HTTP request =============================================== */
 
 static void set_refusal(struct ws_refusal *refusal, int status, const char *reason)
@@ -222,10 +220,7 @@ static void set_refusal(struct ws_refusal *refusal, int status, const char *reas
     refusal->retry_after_seconds = 0;
 }
 
-/* Where the header block ends: the index just past the blank line, or 0 if
- * it has not arrived yet. Lines end in CRLF; a bare LF is accepted too
- * (RFC 9112 §2.2), which helps students typing requests into netcat. */
-static size_t find_end_of_headers(const char *data, size_t length)
+size_t ws_end_of_headers(const char *data, size_t length)
 {
     for (size_t i = 0; i + 1 < length; i++) {
         if (data[i] != '\n')
@@ -251,12 +246,24 @@ static char *take_line(char **cursor)
     return line;
 }
 
+/* RFC 9112 §3: the request line is visible ASCII, its three parts separated
+ * by single spaces. Anything else (an escape sequence, a stray CR, a byte
+ * above ASCII) is refused, and so never reaches a log or a terminal. */
+static bool is_printable_ascii(const char *text)
+{
+    for (; *text != '\0'; text++) {
+        if (*text < 0x20 || *text > 0x7E)
+            return false;
+    }
+    return true;
+}
+
 /* "GET /chat HTTP/1.1": three words separated by single spaces. */
 static int parse_request_line(struct ws_request *request, char *line)
 {
     char *first_space = strchr(line, ' ');
     char *second_space = first_space ? strchr(first_space + 1, ' ') : NULL;
-    if (second_space == NULL || strchr(second_space + 1, ' ') != NULL)
+    if (!is_printable_ascii(line) || second_space == NULL || strchr(second_space + 1, ' ') != NULL)
         return -1;
     *first_space = '\0';
     *second_space = '\0';
@@ -266,6 +273,30 @@ static int parse_request_line(struct ws_request *request, char *line)
     if (*request->method == '\0' || *request->target == '\0' || *request->version == '\0')
         return -1;
     return 0;
+}
+
+/* RFC 9110 §5.1: a header name is a "token": letters, digits and these. */
+static bool is_token(const char *text, size_t length)
+{
+    static const char symbols[] = "!#$%&'*+-.^_`|~";
+    for (size_t i = 0; i < length; i++) {
+        unsigned char c = (unsigned char)text[i];
+        bool allowed = c != '\0' && c < 0x80 && (isalnum(c) || strchr(symbols, c) != NULL);
+        if (!allowed)
+            return false;
+    }
+    return length > 0;
+}
+
+/* RFC 9110 §5.5: a header value holds visible characters, spaces and tabs,
+ * and bytes above ASCII (obs-text); never another control character. */
+static bool is_field_value(const char *text)
+{
+    for (const unsigned char *c = (const unsigned char *)text; *c != '\0'; c++) {
+        if ((*c < 0x20 && *c != '\t') || *c == 0x7F)
+            return false;
+    }
+    return true;
 }
 
 static char *trim_whitespace(char *text)
@@ -279,13 +310,18 @@ static char *trim_whitespace(char *text)
 }
 
 /* "Name: value". RFC 9112 §5.1: no whitespace is allowed between the name and
- * the colon, and §5.2: a line starting with whitespace (obsolete folding of a
- * long header over several lines) is refused. */
+ * the colon, so the name must be a token right up to the colon; and §5.2: a
+ * line starting with whitespace (obsolete folding of a long header over
+ * several lines) is refused, since it does not start with a token either. */
 static int parse_header_line(struct ws_request *request, char *line, struct ws_refusal *refusal)
 {
     char *colon = strchr(line, ':');
-    if (colon == NULL || colon == line || strcspn(line, " \t") < (size_t)(colon - line)) {
+    if (colon == NULL || !is_token(line, (size_t)(colon - line))) {
         set_refusal(refusal, 400, "malformed header line");
+        return -1;
+    }
+    if (!is_field_value(colon + 1)) {
+        set_refusal(refusal, 400, "control character in a header value");
         return -1;
     }
     if (request->header_count == WS_MAX_HEADERS) {
@@ -303,9 +339,11 @@ int ws_parse_request(struct ws_request *request, struct ws_refusal *refusal)
 {
     request->method = request->target = request->version = NULL;
     request->header_count = 0;
-    size_t end = find_end_of_headers(request->data, request->length);
-    if (end == 0)
-        return 1;
+    size_t end = ws_end_of_headers(request->data, request->length);
+    if (end == 0) {
+        set_refusal(refusal, 400, "the request does not end with a blank line");
+        return -1;
+    }
     if (memchr(request->data, '\0', end) != NULL) {
         set_refusal(refusal, 400, "NUL byte in request");
         return -1;
@@ -360,10 +398,7 @@ int ws_read_request(int fd, struct ws_request *request, struct ws_refusal *refus
                            ? now_milliseconds() + settings->handshake_timeout_seconds * 1000LL
                            : 0;
     request->length = 0;
-    for (;;) {
-        int parsed = ws_parse_request(request, refusal);
-        if (parsed != 1)
-            return parsed;
+    while (ws_end_of_headers(request->data, request->length) == 0) {
         if (request->length == WS_MAX_REQUEST_SIZE) {
             set_refusal(refusal, 431, "request header block larger than 8 KiB");
             return -1;
@@ -378,6 +413,7 @@ int ws_read_request(int fd, struct ws_request *request, struct ws_refusal *refus
             return -1;
         request->length += (size_t)received;
     }
+    return ws_parse_request(request, refusal);
 }
 
 const char *ws_request_header(const struct ws_request *request, const char *name)
@@ -402,32 +438,40 @@ const char *ws_status_text(int status)
     }
 }
 
-/* Sends the response for a refusal (see ws_refuse()). */
+/* Sends the response for a refusal (see ws_refuse()). The head has a
+ * bounded length (a status, its phrase, a number and one optional header);
+ * the reason, which the caller chose and which may be of any length, goes out
+ * from where it is, as the body. */
 static int send_refusal(int fd, const struct ws_request *request, const struct ws_refusal *refusal)
 {
     /* RFC 6455 §4.4: name the version we do speak. RFC 9110 §15.5.22: a 426
      * names the protocol to upgrade to. */
-    char extra[128] = "";
+    char extra[64] = "";
     if (refusal->status == 426)
         snprintf(extra, sizeof extra, "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n");
     else if (refusal->retry_after_seconds > 0)
         snprintf(extra, sizeof extra, "Retry-After: %d\r\n", refusal->retry_after_seconds);
+    size_t reason_length = strlen(refusal->reason);
+    char head[256];
+    int head_length =
+        snprintf(head, sizeof head,
+                 "HTTP/1.1 %d %s\r\n"
+                 "Content-Type: text/plain; charset=utf-8\r\n"
+                 "Content-Length: %zu\r\n"
+                 "Connection: close\r\n"
+                 "%s\r\n",
+                 refusal->status, ws_status_text(refusal->status), reason_length + 1, extra);
+    if (head_length < 0 || (size_t)head_length >= sizeof head) {
+        errno = EOVERFLOW; /* a status phrase longer than any we have */
+        return -1;
+    }
+    struct iovec iov[3] = {{.iov_base = head, .iov_len = (size_t)head_length},
+                           {.iov_base = (void *)refusal->reason, .iov_len = reason_length},
+                           {.iov_base = "\n", .iov_len = 1}};
     /* A HEAD request gets the headers without the body (RFC 9110 §9.3.2). */
     bool is_head =
         request != NULL && request->method != NULL && strcmp(request->method, "HEAD") == 0;
-    char response[1024];
-    int length = snprintf(response, sizeof response,
-                          "HTTP/1.1 %d %s\r\n"
-                          "Content-Type: text/plain; charset=utf-8\r\n"
-                          "Content-Length: %zu\r\n"
-                          "Connection: close\r\n"
-                          "%s\r\n"
-                          "%s",
-                          refusal->status, ws_status_text(refusal->status),
-                          strlen(refusal->reason) + 1, extra, is_head ? "" : refusal->reason);
-    if (!is_head)
-        length += snprintf(response + length, sizeof response - (size_t)length, "\n");
-    return send_bytes(fd, response, (size_t)length);
+    return send_all(fd, iov, is_head ? 1 : 3);
 }
 
 int ws_refuse(int fd, const struct ws_request *request, const struct ws_refusal *refusal)
@@ -442,27 +486,36 @@ int ws_refuse(int fd, const struct ws_request *request, const struct ws_refusal 
 int ws_send_page(int fd, const struct ws_request *request, const char *content_type,
                  const char *body, size_t length)
 {
-    char head[256];
-    int head_length = snprintf(head, sizeof head,
-                               "HTTP/1.1 200 OK\r\n"
-                               "Content-Type: %s\r\n"
-                               "Content-Length: %zu\r\n"
-                               "Connection: close\r\n"
-                               "\r\n",
-                               content_type, length);
+    /* The content type goes into a header line: a line break in it would
+     * end the line and start a header of someone else's choosing. */
+    if (!is_field_value(content_type)) {
+        errno = EINVAL;
+        return -1;
+    }
+    char length_line[64];
+    int length_line_length = snprintf(length_line, sizeof length_line,
+                                      "\r\nContent-Length: %zu\r\n"
+                                      "Connection: close\r\n"
+                                      "\r\n",
+                                      length);
+    static const char status_line[] = "HTTP/1.1 200 OK\r\nContent-Type: ";
+    struct iovec iov[4] = {
+        {.iov_base = (void *)status_line, .iov_len = sizeof status_line - 1},
+        {.iov_base = (void *)content_type, .iov_len = strlen(content_type)},
+        {.iov_base = length_line, .iov_len = (size_t)length_line_length},
+        {.iov_base = (void *)body, .iov_len = length},
+    };
     /* A HEAD request gets the headers without the body (RFC 9110 §9.3.2). */
     bool is_head = strcmp(request->method, "HEAD") == 0;
-    struct iovec iov[2] = {{.iov_base = head, .iov_len = (size_t)head_length},
-                           {.iov_base = (void *)body, .iov_len = length}};
-    int result = send_all(fd, iov, is_head ? 1 : 2);
+    int result = send_all(fd, iov, is_head ? 3 : 4);
     end_tcp_connection(fd);
     return result;
 }
 
-int ws_refuse_at_once(int fd, const struct ws_refusal *refusal)
+int ws_refuse_without_waiting(int fd, const struct ws_refusal *refusal)
 {
     int result = send_refusal(fd, NULL, refusal);
-    end_tcp_connection_within(fd, WS_QUICK_LINGER_MILLISECONDS);
+    shutdown(fd, SHUT_WR);
     return result;
 }
 
@@ -553,21 +606,23 @@ bool ws_is_websocket_request(const struct ws_request *request, struct ws_refusal
     return false;
 }
 
-void ws_accept_key(const char *key, char accept[29])
+int ws_accept_key(const char *key, char accept[29])
 {
     unsigned char digest[EVP_MAX_MD_SIZE];
     unsigned int digest_length = 0;
     EVP_MD_CTX *sha1 = EVP_MD_CTX_new();
-    if (sha1 == NULL || EVP_DigestInit_ex(sha1, EVP_sha1(), NULL) != 1 ||
-        EVP_DigestUpdate(sha1, key, strlen(key)) != 1 ||
-        EVP_DigestUpdate(sha1, WS_GUID, strlen(WS_GUID)) != 1 ||
-        EVP_DigestFinal_ex(sha1, digest, &digest_length) != 1) {
-        accept[0] = '\0'; /* only when out of memory: the client will refuse it */
-    } else {
-        /* 20 bytes of SHA-1 make 28 characters of base64, plus a NUL. */
-        EVP_EncodeBlock((unsigned char *)accept, digest, (int)digest_length);
-    }
+    bool ok = sha1 != NULL && EVP_DigestInit_ex(sha1, EVP_sha1(), NULL) == 1 &&
+              EVP_DigestUpdate(sha1, key, strlen(key)) == 1 &&
+              EVP_DigestUpdate(sha1, WS_GUID, strlen(WS_GUID)) == 1 &&
+              EVP_DigestFinal_ex(sha1, digest, &digest_length) == 1;
     EVP_MD_CTX_free(sha1);
+    if (!ok) {
+        errno = ENOMEM; /* the only way SHA-1 over a few bytes fails */
+        return -1;
+    }
+    /* 20 bytes of SHA-1 make 28 characters of base64, plus a NUL. */
+    EVP_EncodeBlock((unsigned char *)accept, digest, (int)digest_length);
+    return 0;
 }
 
 /* ==== 4. Frames (RFC 6455 §5.2) ========================================= */
@@ -678,19 +733,29 @@ static const char *opcode_name(enum ws_opcode opcode)
     }
 }
 
-/* The first bytes of a payload, quoted, with bytes outside printable ASCII
- * as \xNN (so UTF-8 shows its bytes), and "..." when there are more. */
+size_t ws_escape(const uint8_t *bytes, size_t length, char *out, size_t size)
+{
+    size_t used = 0;
+    size_t i = 0;
+    for (; i < length && used + 5 <= size; i++) {
+        if (bytes[i] >= 0x20 && bytes[i] < 0x7F && bytes[i] != '"' && bytes[i] != '\\')
+            out[used++] = (char)bytes[i];
+        else
+            used += (size_t)snprintf(out + used, size - used, "\\x%02x", bytes[i]);
+    }
+    if (size > 0)
+        out[used < size ? used : size - 1] = '\0';
+    return i;
+}
+
+/* The first bytes of a payload, quoted and escaped (so UTF-8 shows its
+ * bytes), and "..." when there are more. */
 static void describe_text(const uint8_t *text, size_t available, uint64_t total, char *out,
                           size_t size)
 {
-    size_t used = (size_t)snprintf(out, size, "\"");
-    for (size_t i = 0; i < available && i < 40 && used + 6 < size; i++) {
-        if (text[i] >= 0x20 && text[i] < 0x7F && text[i] != '"' && text[i] != '\\')
-            out[used++] = (char)text[i];
-        else
-            used += (size_t)snprintf(out + used, size - used, "\\x%02x", text[i]);
-    }
-    snprintf(out + used, size - used, "\"%s", total > 40 ? "..." : "");
+    char escaped[4 * 40 + 1];
+    ws_escape(text, available < 40 ? available : 40, escaped, sizeof escaped);
+    snprintf(out, size, "\"%s\"%s", escaped, total > 40 ? "..." : "");
 }
 
 /* The first bytes of a payload in hex, and "..." when there are more. */
@@ -738,6 +803,18 @@ void ws_describe_frame(const struct ws_frame_header *header, size_t header_size,
 
 /* ==== 5. A connection: receive, send, close ============================= */
 
+/* The closing handshake (RFC 6455 §7) moves a connection from OPEN through
+ * CLOSE_SENT or CLOSE_RECEIVED to CLOSED; any failure makes it ABORTED. */
+static bool close_was_sent(const struct ws *ws)
+{
+    return ws->state == WS_STATE_CLOSE_SENT || ws->state == WS_STATE_CLOSED;
+}
+
+static bool close_was_received(const struct ws *ws)
+{
+    return ws->state == WS_STATE_CLOSE_RECEIVED || ws->state == WS_STATE_CLOSED;
+}
+
 /* --trace: each line of an HTTP header block (lines end in CRLF, and a
  * blank line ends the block), after prefix. */
 static void trace_lines(const struct ws *ws, const char *prefix, const char *text)
@@ -751,11 +828,30 @@ static void trace_lines(const struct ws *ws, const char *prefix, const char *tex
     }
 }
 
+/* Sets the socket options every connection needs. Nagle's algorithm holds
+ * back a small write until the previous one is acknowledged, to gather bytes
+ * into fewer packets; we always send whole frames, each in one call, so
+ * holding them back only adds delay (TCP_NODELAY). It is only an
+ * optimisation, and a socket that is not TCP (the tests' socketpairs) has no
+ * such option, so its result is not checked. A peer that reads nothing for
+ * two keep-alive intervals makes a send fail (SO_SNDTIMEO) rather than hold
+ * our thread forever: that one must work. Returns 0, or -1. */
+static int set_connection_options(int fd, const struct ws_settings *settings)
+{
+    int on = 1;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+    if (settings->ping_interval_seconds == 0)
+        return 0;
+    struct timeval timeout = {.tv_sec = (time_t)2 * settings->ping_interval_seconds};
+    return setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
+}
+
 struct ws *ws_accept(int fd, const struct ws_request *request, const struct ws_settings *settings)
 {
     char accept[29];
-    ws_accept_key(ws_request_header(request, "Sec-WebSocket-Key"), accept);
-
+    if (ws_accept_key(ws_request_header(request, "Sec-WebSocket-Key"), accept) != 0 ||
+        set_connection_options(fd, settings) != 0)
+        return NULL;
     char response[256];
     int length = snprintf(response, sizeof response,
                           "HTTP/1.1 101 Switching Protocols\r\n"
@@ -769,21 +865,11 @@ struct ws *ws_accept(int fd, const struct ws_request *request, const struct ws_s
         return NULL;
     ws->fd = fd;
     ws->settings = *settings;
+    ws->state = WS_STATE_OPEN;
     ws->sent_close_status = WS_CLOSE_ABNORMAL_CLOSURE; /* until we send one */
     ws->last_heard = now_milliseconds();
     ws->bytes_received = request->length;
     ws->bytes_sent = (uint64_t)length;
-    /* Nagle's algorithm holds back a small write until the previous one is
-     * acknowledged, to gather bytes into fewer packets. We always send whole
-     * frames, each in one call: holding them back only adds delay. */
-    int on = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
-    /* A peer that reads nothing for two keep-alive intervals makes a send
-     * fail (SO_SNDTIMEO) rather than hold our thread forever. */
-    if (settings->ping_interval_seconds > 0) {
-        struct timeval timeout = {.tv_sec = (time_t)2 * settings->ping_interval_seconds};
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
-    }
     /* Frames the client sent right behind its request are already read. */
     ws->in_end = request->length - request->header_length;
     memcpy(ws->inbox, request->data + request->header_length, ws->in_end);
@@ -804,6 +890,11 @@ void ws_free(struct ws *ws)
 void ws_thread_done(void)
 {
     OPENSSL_thread_stop();
+}
+
+enum ws_state ws_get_state(const struct ws *ws)
+{
+    return ws->state;
 }
 
 void ws_get_stats(const struct ws *ws, struct ws_stats *stats)
@@ -831,7 +922,8 @@ static void trace_frame(const struct ws *ws, const char *direction,
 }
 
 /* Sends one unmasked frame (RFC 6455 §5.1: a server never masks), header and
- * payload in a single sendmsg() call. */
+ * payload in a single sendmsg() call. A frame that could not be sent whole
+ * leaves the peer in the middle of a frame: the connection has failed. */
 static int send_frame(struct ws *ws, bool fin, enum ws_opcode opcode, const void *payload,
                       size_t length)
 {
@@ -844,8 +936,10 @@ static int send_frame(struct ws *ws, bool fin, enum ws_opcode opcode, const void
     bool text = opcode == WS_OPCODE_TEXT || (opcode == WS_OPCODE_CONTINUATION && ws->sending_text);
     trace_frame(ws, ">>", &header, iov[0].iov_len, payload, length, text);
     size_t total = iov[0].iov_len + length;
-    if (send_all(ws->fd, iov, length > 0 ? 2 : 1) != 0)
+    if (send_all(ws->fd, iov, length > 0 ? 2 : 1) != 0) {
+        ws->state = WS_STATE_ABORTED;
         return -1;
+    }
     ws->bytes_sent += total;
     return 0;
 }
@@ -869,7 +963,7 @@ static int send_close_frame(struct ws *ws, enum ws_close_status status, const ch
             memcpy(payload + 2, reason, reason_length);
         length = 2 + reason_length;
     }
-    ws->close_sent = true;
+    ws->state = ws->state == WS_STATE_CLOSE_RECEIVED ? WS_STATE_CLOSED : WS_STATE_CLOSE_SENT;
     ws->sent_close_status = status;
     return send_frame(ws, true, WS_OPCODE_CLOSE, payload, length);
 }
@@ -877,8 +971,12 @@ static int send_close_frame(struct ws *ws, enum ws_close_status status, const ch
 int ws_send(struct ws *ws, const void *buf, size_t len, enum ws_message_type type,
             bool end_of_message)
 {
-    if (ws->close_sent || ws->failed || type == WS_MESSAGE_CLOSE) {
-        errno = ws->close_sent || ws->failed ? EPIPE : EINVAL;
+    /* Like .NET's SendAsync: data may be sent while the connection is OPEN,
+     * and after the peer's close frame, but not after our own. */
+    if (type == WS_MESSAGE_CLOSE || ws->state == WS_STATE_ABORTED || close_was_sent(ws)) {
+        errno = type == WS_MESSAGE_CLOSE        ? EINVAL
+                : ws->state == WS_STATE_ABORTED ? ECONNABORTED
+                                                : EPIPE;
         return -1;
     }
     /* RFC 6455 §5.4: only the first frame of a message says text or binary;
@@ -897,9 +995,9 @@ int ws_send(struct ws *ws, const void *buf, size_t len, enum ws_message_type typ
  * "return fail_connection(...)". */
 static int fail_connection(struct ws *ws, enum ws_close_status status, const char *why)
 {
-    if (!ws->close_sent)
+    if (!close_was_sent(ws))
         send_close_frame(ws, status, why);
-    ws->failed = true;
+    ws->state = WS_STATE_ABORTED;
     end_tcp_connection(ws->fd);
     errno = EPROTO;
     return -1;
@@ -925,7 +1023,7 @@ static int64_t next_deadline(const struct ws *ws)
 static int handle_deadline(struct ws *ws)
 {
     if (ws->close_deadline > 0) {
-        ws->failed = true; /* the peer never answered our close frame */
+        ws->state = WS_STATE_ABORTED; /* the peer never answered our close frame */
         errno = ETIMEDOUT;
         return -1;
     }
@@ -947,7 +1045,7 @@ static int wait_for_bytes(struct ws *ws)
                                 {.fd = ws->settings.stop_fd, .events = POLLIN}};
         int ready = poll(fds, watch_stop ? 2 : 1, milliseconds_until(next_deadline(ws)));
         if (ready < 0 && errno != EINTR) {
-            ws->failed = true;
+            ws->state = WS_STATE_ABORTED;
             return -1;
         }
         if (ready == 0 && handle_deadline(ws) != 0)
@@ -961,12 +1059,17 @@ static int wait_for_bytes(struct ws *ws)
 
 /* ---- Receiving --------------------------------------------------------- */
 
+static bool inbox_is_empty(const struct ws *ws)
+{
+    return ws->in_start == ws->in_end;
+}
+
 /* Makes room at the end of the inbox: when every byte has been used it starts
  * again at the beginning; when the unread bytes sit at its very end, they
  * move to its start. */
 static void make_room_in_inbox(struct ws *ws)
 {
-    if (ws->in_start == ws->in_end) {
+    if (inbox_is_empty(ws)) {
         ws->in_start = 0;
         ws->in_end = 0;
     } else if (ws->in_end == sizeof ws->inbox) {
@@ -976,41 +1079,54 @@ static void make_room_in_inbox(struct ws *ws)
     }
 }
 
-/* What receive_more() returns when the server is stopping. */
-enum { RECEIVE_STOP = 1 };
-
-/* Receives more bytes into the inbox, waiting for them if none have arrived.
- * Returns 0, or -1 when the connection failed. When between_messages is
- * true and the server is stopping, it returns RECEIVE_STOP instead of
- * waiting: nothing more has arrived, so every message that reached us has
- * been read, and echoed. */
-static int receive_more(struct ws *ws, bool between_messages)
+/* Moves what has arrived into the inbox, without waiting. Returns the count,
+ * 0 if nothing has arrived, or -1 when the connection is gone without a
+ * close frame (1006). */
+static ssize_t receive_into_inbox(struct ws *ws)
 {
     make_room_in_inbox(ws);
-    /* Between two messages, the next one has usually not arrived yet: we
-     * wait first, then read. In the middle of a message the rest usually has
-     * arrived: we read first, and wait only if nothing was there. Either way
-     * the common case costs two system calls at most. */
-    if (between_messages && !ws->stop_requested && wait_for_bytes(ws) != 0)
+    ssize_t received =
+        receive_available(ws->fd, ws->inbox + ws->in_end, sizeof ws->inbox - ws->in_end);
+    if (received < 0) {
+        ws->state = WS_STATE_ABORTED;
         return -1;
+    }
+    if (received > 0) {
+        ws->in_end += (size_t)received;
+        ws->bytes_received += (size_t)received;
+        ws->last_heard = now_milliseconds();
+        ws->ping_sent_at = 0; /* any byte from the peer shows it is alive */
+    }
+    return received;
+}
+
+/* In the middle of a frame or message, the rest has usually arrived already:
+ * we read first, and wait only if nothing was there. Returns 0 once at least
+ * one more byte is in the inbox, or -1. */
+static int receive_more(struct ws *ws)
+{
     for (;;) {
-        ssize_t received =
-            receive_available(ws->fd, ws->inbox + ws->in_end, sizeof ws->inbox - ws->in_end);
-        if (received < 0) {
-            ws->failed = true; /* 1006: the connection is gone without a close frame */
-            return -1;
-        }
-        if (received > 0) {
-            ws->in_end += (size_t)received;
-            ws->bytes_received += (size_t)received;
-            ws->last_heard = now_milliseconds();
-            ws->ping_sent_at = 0; /* any byte from the peer shows it is alive */
-            return 0;
-        }
-        if (between_messages && ws->stop_requested)
-            return RECEIVE_STOP;
+        ssize_t received = receive_into_inbox(ws);
+        if (received != 0)
+            return received < 0 ? -1 : 0;
         if (wait_for_bytes(ws) != 0)
             return -1;
+    }
+}
+
+/* Between two messages, with the inbox empty, the next message has usually
+ * not arrived yet: we wait first, then read. Returns 0 once bytes are in the
+ * inbox, or -1. When the server is stopping, it returns 0 with the inbox
+ * still empty as soon as nothing more has arrived: every message that
+ * reached us has then been read, and echoed. */
+static int wait_for_next_message(struct ws *ws)
+{
+    for (;;) {
+        if (!ws->stop_requested && wait_for_bytes(ws) != 0)
+            return -1;
+        ssize_t received = receive_into_inbox(ws);
+        if (received != 0 || ws->stop_requested)
+            return received < 0 ? -1 : 0;
     }
 }
 
@@ -1026,37 +1142,26 @@ static int read_frame_header(struct ws *ws, struct ws_frame_header *header)
         }
         if (size < 0)
             return fail_connection(ws, WS_CLOSE_PROTOCOL_ERROR, "payload length too large");
-        if (receive_more(ws, false) != 0)
+        if (receive_more(ws) != 0)
             return -1;
     }
 }
 
-/* Takes up to want payload bytes of the current frame into dst and unmasks
- * them. Uses the bytes already in the inbox; only when there are none does it
- * wait for more, once. So it may return fewer than want, never zero. */
-static ssize_t read_payload(struct ws *ws, uint8_t *dst, size_t want)
+/* Takes up to want payload bytes of a frame into dst and unmasks them with
+ * the frame's key; offset is how many bytes of its payload came before. Uses
+ * the bytes already in the inbox; only when there are none does it wait for
+ * more, once. So it may return fewer than want, never zero. */
+static ssize_t read_payload(struct ws *ws, const uint8_t key[4], uint64_t offset, uint8_t *dst,
+                            size_t want)
 {
-    if (ws->in_start == ws->in_end && receive_more(ws, false) != 0)
+    if (inbox_is_empty(ws) && receive_more(ws) != 0)
         return -1;
     size_t available = ws->in_end - ws->in_start;
     size_t count = available < want ? available : want;
     memcpy(dst, ws->inbox + ws->in_start, count);
     ws->in_start += count;
-    ws_mask(dst, count, ws->frame.mask_key, ws->frame_bytes_read);
-    ws->frame_bytes_read += count;
+    ws_mask(dst, count, key, offset);
     return (ssize_t)count;
-}
-
-/* Takes exactly length payload bytes of the current frame into dst. */
-static int read_whole_payload(struct ws *ws, uint8_t *dst, size_t length)
-{
-    for (size_t got = 0; got < length;) {
-        ssize_t count = read_payload(ws, dst + got, length - got);
-        if (count < 0)
-            return -1;
-        got += (size_t)count;
-    }
-    return 0;
 }
 
 static bool is_control_opcode(enum ws_opcode opcode)
@@ -1116,28 +1221,31 @@ static int receive_close_frame(struct ws *ws, const uint8_t *payload, size_t len
     }
     ws->peer_close_description[length >= 2 ? length - 2 : 0] = '\0';
     ws->peer_close_status = status;
-    ws->close_received = true;
+    ws->state = ws->state == WS_STATE_CLOSE_SENT ? WS_STATE_CLOSED : WS_STATE_CLOSE_RECEIVED;
     return 0;
 }
 
 /* Reads a whole control frame (at most 125 bytes: frame_header_problem()
  * made sure) and acts on it: a ping is answered with a pong carrying the same
  * payload (§5.5.2), a pong is ignored (§5.5.3), a close is recorded. A
- * control frame may come between the frames of a message (§5.4), so it never
- * touches the message's state; it borrows ws->frame only while it reads. */
+ * control frame may come between the frames of a message (§5.4), so it
+ * touches nothing of the message's state. */
 static int handle_control_frame(struct ws *ws, const struct ws_frame_header *header,
                                 size_t header_size)
 {
     uint8_t payload[WS_MAX_CONTROL_PAYLOAD];
     size_t length = (size_t)header->payload_length;
-    ws->frame = *header;
-    ws->frame_bytes_read = 0;
-    if (read_whole_payload(ws, payload, length) != 0)
-        return -1;
+    for (size_t got = 0; got < length;) {
+        ssize_t count = read_payload(ws, header->mask_key, got, payload + got, length - got);
+        if (count < 0)
+            return -1;
+        got += (size_t)count;
+    }
     trace_frame(ws, "<<", header, header_size, payload, length, false);
     if (header->opcode == WS_OPCODE_CLOSE)
         return receive_close_frame(ws, payload, length);
-    if (header->opcode == WS_OPCODE_PING && !ws->close_sent)
+    /* Once our close frame is out, nothing more may follow it (§5.5.1). */
+    if (header->opcode == WS_OPCODE_PING && !close_was_sent(ws))
         return send_frame(ws, true, WS_OPCODE_PONG, payload, length);
     return 0;
 }
@@ -1186,10 +1294,12 @@ static int deliver_payload(struct ws *ws, uint8_t *buf, size_t len,
     bool first_piece = ws->frame_bytes_read == 0;
     size_t count = 0;
     if (remaining > 0) {
-        ssize_t got = read_payload(ws, buf, remaining < len ? (size_t)remaining : len);
+        ssize_t got = read_payload(ws, ws->frame.mask_key, ws->frame_bytes_read, buf,
+                                   remaining < len ? (size_t)remaining : len);
         if (got < 0)
             return -1;
         count = (size_t)got;
+        ws->frame_bytes_read += count;
     }
     if (first_piece)
         trace_frame(ws, "<<", &ws->frame, ws->frame_header_size, buf, count,
@@ -1221,7 +1331,23 @@ static void report_close(const struct ws *ws, struct ws_receive_result *result)
     memcpy(result->close_description, ws->peer_close_description, sizeof result->close_description);
 }
 
-static int wait_for_close_frame(struct ws *ws);
+/* Reads and discards frames until the peer's close frame arrives (RFC 6455
+ * §7.1.2), giving up after WS_CLOSE_TIMEOUT_MILLISECONDS. Data that arrives
+ * meanwhile is still checked (a text message must still be UTF-8), then
+ * dropped: nobody is listening for it any more. */
+static int wait_for_close_frame(struct ws *ws)
+{
+    ws->close_deadline = now_milliseconds() + WS_CLOSE_TIMEOUT_MILLISECONDS;
+    uint8_t discard[1024];
+    struct ws_receive_result dropped;
+    while (!close_was_received(ws)) {
+        int status =
+            ws->in_frame ? deliver_payload(ws, discard, sizeof discard, &dropped) : next_frame(ws);
+        if (status != 0)
+            return -1;
+    }
+    return 0;
+}
 
 /* The server is shutting down: we start the closing handshake with 1001
  * Going Away (RFC 6455 §7.4.1), wait for the peer's close frame, and report it
@@ -1239,55 +1365,42 @@ static int go_away(struct ws *ws, struct ws_receive_result *result)
 int ws_receive(struct ws *ws, void *buf, size_t len, struct ws_receive_result *result)
 {
     memset(result, 0, sizeof *result);
-    if (ws->failed) {
-        errno = ECONNRESET; /* a failed connection stays failed */
-        return -1;
-    }
-    while (!ws->close_received && !ws->in_frame) {
-        if (!ws->in_message && ws->in_start == ws->in_end) {
+    /* Frames are read only while the connection is OPEN: a close frame from
+     * the peer ends that, and so does a failure. */
+    while (ws->state == WS_STATE_OPEN && !ws->in_frame) {
+        if (!ws->in_message && inbox_is_empty(ws)) {
             /* Between messages with nothing buffered: the one place where a
-             * shutdown may end the connection (not once we sent our close). */
-            int received = receive_more(ws, !ws->close_sent);
-            if (received < 0)
+             * shutdown may end the connection. */
+            if (wait_for_next_message(ws) != 0)
                 return -1;
-            if (received == RECEIVE_STOP)
+            if (inbox_is_empty(ws))
                 return go_away(ws, result);
         }
         if (next_frame(ws) != 0)
             return -1;
     }
-    if (ws->close_received) {
-        report_close(ws, result);
+    if (close_was_received(ws)) {
+        report_close(ws, result); /* just now, or to a caller that asks again */
         return 0;
+    }
+    if (ws->state != WS_STATE_OPEN) {
+        errno = ws->state == WS_STATE_ABORTED ? ECONNABORTED : EPIPE;
+        return -1;
     }
     return deliver_payload(ws, buf, len, result);
 }
 
 /* ---- Closing ----------------------------------------------------------- */
 
-/* Reads and discards frames until the peer's close frame arrives (RFC 6455
- * §7.1.2), giving up after WS_CLOSE_TIMEOUT_MILLISECONDS. */
-static int wait_for_close_frame(struct ws *ws)
-{
-    ws->close_deadline = now_milliseconds() + WS_CLOSE_TIMEOUT_MILLISECONDS;
-    uint8_t discard[1024];
-    struct ws_receive_result result;
-    while (!ws->close_received) {
-        if (ws_receive(ws, discard, sizeof discard, &result) != 0)
-            return -1;
-    }
-    return 0;
-}
-
 int ws_close(struct ws *ws, enum ws_close_status status, const char *description)
 {
-    if (ws->failed) {
-        errno = EPIPE;
+    if (ws->state == WS_STATE_ABORTED) {
+        errno = ECONNABORTED;
         return -1;
     }
-    if (!ws->close_sent && send_close_frame(ws, status, description) != 0)
+    if (!close_was_sent(ws) && send_close_frame(ws, status, description) != 0)
         return -1;
-    if (!ws->close_received && wait_for_close_frame(ws) != 0)
+    if (!close_was_received(ws) && wait_for_close_frame(ws) != 0)
         return -1;
     end_tcp_connection(ws->fd);
     return 0;

@@ -13,8 +13,20 @@
  * handshake and checks every frame against the protocol by itself, so the
  * application (notifier.c) never sees a control frame or a malformed one.
  *
- * The lower-level helpers (frame headers, masking, UTF-8, the accept key) are
- * public too: the tests and the tutorial use them one at a time.
+ * The file has two parts. The first is for the application and the host
+ * (server.c): the three calls above, and the calls that take a client from a
+ * socket to a connection. The second holds the helpers they are built from
+ * (frame headers, masking, UTF-8, the accept key), public so that the tests,
+ * the fuzzers and the tutorial can use them one at a time.
+ *
+ * One convention for errors, everywhere: a function that can fail returns -1
+ * (or NULL, if it returns a pointer) and sets errno; the request functions
+ * also say in *refusal how to answer the client. Otherwise it returns 0, or a
+ * size where it says so. A function returning bool answers a question and
+ * cannot fail; so cannot a void one.
+ *
+ * Ownership: a struct ws belongs to the one thread that runs its connection;
+ * no two threads may use the same one at once.
  */
 #ifndef WS_H
 #define WS_H
@@ -77,14 +89,41 @@ enum ws_close_status {
     WS_CLOSE_INTERNAL_ERROR = 1011,
 };
 
+/* Where a connection is in its life, named as .NET's WebSocketState names it.
+ * The closing handshake (RFC 6455 §7) takes it from OPEN to CLOSED through
+ * CLOSE_SENT (we closed first) or CLOSE_RECEIVED (the peer did); ABORTED
+ * means the connection failed, and every later call on it fails with errno
+ * ECONNABORTED. */
+enum ws_state {
+    WS_STATE_OPEN,
+    WS_STATE_CLOSE_SENT,
+    WS_STATE_CLOSE_RECEIVED,
+    WS_STATE_CLOSED,
+    WS_STATE_ABORTED,
+};
+
+/* ######################################################################## */
+/* Part 1: for the application and the host                                 */
+/* ######################################################################## */
+
 /* ==== Settings ========================================================== */
 
 /* What the host decides for every connection: the limits and timers that keep
  * one client from holding a thread, or memory, forever. 0 turns each limit
- * and timer off. The
- * host's command-line options fill it in (server.c), as ASP.NET Core's
- * WebSocketOptions do. */
+ * and timer off. The host's command-line options fill it in (server.c), as
+ * ASP.NET Core's WebSocketOptions do. */
 struct ws_settings {
+    /* A message larger than this is failed with 1009 Message Too Big
+     * (RFC 6455 §7.4.1) as soon as a frame header announces it. */
+    uint64_t max_message_size;
+
+    /* --trace: when not NULL, called with one line of text for each line of
+     * the 101 response and for every frame, received ("<< ...") or sent
+     * (">> ..."), as ws_describe_frame() draws it. context is passed back
+     * unchanged. */
+    void (*trace)(void *context, const char *line);
+    void *trace_context;
+
     /* The whole HTTP request must arrive within this time, or the client is
      * answered "408 Request Timeout": a client that sends its headers a byte
      * at a time ("slowloris") cannot keep its thread waiting. */
@@ -96,25 +135,14 @@ struct ws_settings {
      * A peer that reads nothing for two intervals makes our send fail too. */
     int ping_interval_seconds;
 
-    /* A message larger than this is failed with 1009 Message Too Big
-     * (RFC 6455 §7.4.1) as soon as a frame header announces it. */
-    uint64_t max_message_size;
-
     /* A file descriptor that becomes readable when the server is shutting
      * down (the read end of a pipe), or -1. Every connection watches it while
      * it waits, and then closes with 1001 Going Away as soon as it is between
      * two messages with nothing more received. */
     int stop_fd;
-
-    /* --trace: when not NULL, called with one line of text for each line of
-     * the 101 response and for every frame, received ("<< ...") or sent
-     * (">> ..."), as ws_describe_frame() draws it. context is passed back
-     * unchanged. */
-    void (*trace)(void *context, const char *line);
-    void *trace_context;
 };
 
-/* ==== The HTTP request and the opening handshake (RFC 6455 §4) ========== */
+/* ==== The HTTP request (RFC 9112) ======================================= */
 
 struct ws_header {
     const char *name;
@@ -155,11 +183,6 @@ struct ws_refusal {
 int ws_read_request(int fd, struct ws_request *request, struct ws_refusal *refusal,
                     const struct ws_settings *settings);
 
-/* Parses the request line and headers already in request->data (the first
- * request->length bytes). Returns 0 when a complete header block is there,
- * 1 when more bytes are needed, -1 with *refusal when it is malformed. */
-int ws_parse_request(struct ws_request *request, struct ws_refusal *refusal);
-
 /* The value of the first header called name (case-insensitive), or NULL. */
 const char *ws_request_header(const struct ws_request *request, const char *name);
 
@@ -168,28 +191,27 @@ const char *ws_request_header(const struct ws_request *request, const char *name
  * other than 13, 400 for everything else. */
 bool ws_is_websocket_request(const struct ws_request *request, struct ws_refusal *refusal);
 
-/* The reason phrase of an HTTP status we answer with: "Bad Request" for 400. */
-const char *ws_status_text(int status);
-
-/* Answers a refused request with its status, a plain-text body saying why,
- * and "Connection: close". Returns 0, or -1 if the answer could not be sent. */
+/* Answers a refused request with its status, a plain-text body saying why
+ * (the reason, of any length), and "Connection: close", then ends the
+ * connection gently (it waits up to 2 s for the client to leave). request
+ * may be NULL. Returns 0, or -1 if the answer could not be sent. */
 int ws_refuse(int fd, const struct ws_request *request, const struct ws_refusal *refusal);
+
+/* The same answer, for a caller that cannot wait for one client: the accept
+ * loop, refusing a client it has no room for. The request is not read, and
+ * nothing waits: the answer is sent and our side of the connection shut down.
+ * The caller must not close fd at once: whatever the client sent and we did
+ * not read would make the kernel answer with a reset, which can destroy the
+ * answer before the client reads it. It should read and discard until the
+ * client leaves (server.c has a thread for that), then close. Returns 0 or -1. */
+int ws_refuse_without_waiting(int fd, const struct ws_refusal *refusal);
 
 /* Answers a plain HTTP request with "200 OK" and body (with
  * "Connection: close"), for the browser client page (--client-page).
- * Returns 0, or -1 if it could not be sent. */
+ * Returns 0, or -1 if it could not be sent (EINVAL for a content_type with a
+ * control character in it). */
 int ws_send_page(int fd, const struct ws_request *request, const char *content_type,
                  const char *body, size_t length);
-
-/* Like ws_refuse(), for a caller that cannot wait for one client: the accept
- * loop, refusing a client it has no room for. The request is not read, and
- * the connection is closed within a tenth of a second. */
-int ws_refuse_at_once(int fd, const struct ws_refusal *refusal);
-
-/* RFC 6455 §4.2.2: the Sec-WebSocket-Accept value for a Sec-WebSocket-Key:
- * base64(SHA-1(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11")). accept must
- * have room for 29 bytes (28 characters and the terminating NUL). */
-void ws_accept_key(const char *key, char accept[29]);
 
 /* ==== A WebSocket connection ============================================ */
 
@@ -201,24 +223,47 @@ struct ws;
 struct ws_receive_result {
     size_t count;                      /* bytes placed in the buffer */
     enum ws_message_type message_type; /* text, binary, or close */
-    bool end_of_message;               /* this chunk is the last of its message */
     enum ws_close_status close_status; /* WS_CLOSE_NONE until the peer closes */
+    bool end_of_message;               /* this chunk is the last of its message */
     char close_description[WS_MAX_CLOSE_REASON + 1];
 };
 
 /* Completes the opening handshake for a request that ws_is_websocket_request()
- * accepted: sends "101 Switching Protocols" and returns a new connection, or
- * NULL on failure. The caller still owns fd, and closes it after ws_free().
- * The connection keeps a copy of *settings. */
+ * accepted: sends "101 Switching Protocols" and returns a new connection,
+ * OPEN, or NULL. The caller still owns fd, and closes it after ws_free(). The
+ * connection keeps a copy of *settings. */
 struct ws *ws_accept(int fd, const struct ws_request *request, const struct ws_settings *settings);
 
-/* Frees a connection made by ws_accept(). It does not close the socket. */
-void ws_free(struct ws *ws);
+/* Receives the next chunk of the current message into buf (at most len bytes,
+ * len > 0) and describes it in *result. Pings are answered and pongs skipped
+ * on the way. When the peer sends a close frame, result->close_status is set
+ * (WS_CLOSE_NO_STATUS_RECEIVED for an empty one), the state becomes
+ * CLOSE_RECEIVED, and the caller should answer with ws_close(); asked again,
+ * ws_receive() reports the same close. When the server is shutting down,
+ * ws_receive() closes with 1001 itself, between two messages, and reports the
+ * peer's answer the same way. Returns 0, or -1 when the connection failed
+ * (ABORTED): the peer broke the protocol or a limit (it has been sent the
+ * right close code; errno EPROTO), stopped answering (ETIMEDOUT), or was lost
+ * without a close frame (1006; errno says how). */
+int ws_receive(struct ws *ws, void *buf, size_t len, struct ws_receive_result *result);
 
-/* Frees what the library keeps for the calling thread: OpenSSL's per-thread
- * state, which OpenSSL would otherwise free only as the thread exits. Call
- * it at the end of a thread that used ws_accept(). */
-void ws_thread_done(void);
+/* Sends len bytes as one frame of a text or binary message, while the state
+ * is OPEN or CLOSE_RECEIVED. When end_of_message is false, the message goes on
+ * in the next ws_send(), whose frame will be a continuation frame. Returns 0,
+ * or -1: EPIPE once our close frame is sent, EINVAL for WS_MESSAGE_CLOSE. */
+int ws_send(struct ws *ws, const void *buf, size_t len, enum ws_message_type type,
+            bool end_of_message);
+
+/* Runs the closing handshake (RFC 6455 §7.1.2): sends a close frame with
+ * status and description (an empty close frame for WS_CLOSE_NO_STATUS_RECEIVED)
+ * if none was sent yet, waits for the peer's close frame if none came yet, and
+ * then ends the TCP connection from our side: the state is CLOSED. description
+ * may be NULL. Returns 0, or -1: EINVAL if the status or description cannot
+ * be sent (the connection stays as it was), or the connection failed. */
+int ws_close(struct ws *ws, enum ws_close_status status, const char *description);
+
+/* Where the connection is in its life (see enum ws_state). */
+enum ws_state ws_get_state(const struct ws *ws);
 
 /* What a connection did, for the host's log line. */
 struct ws_stats {
@@ -232,30 +277,40 @@ struct ws_stats {
 
 void ws_get_stats(const struct ws *ws, struct ws_stats *stats);
 
-/* Receives the next chunk of the current message into buf (at most len bytes,
- * len > 0) and describes it in *result. Pings are answered and pongs skipped
- * on the way. When the peer sends a close frame, result->close_status is set
- * (WS_CLOSE_NO_STATUS_RECEIVED for an empty one) and the caller should answer
- * with ws_close(). When the server is shutting down, ws_receive() closes with
- * 1001 itself, at the end of a message, and reports the peer's answer the
- * same way. Returns 0, or -1 when the connection failed: the peer broke the
- * protocol or a limit (it has been sent the right close code), stopped
- * answering, or was lost without a close frame (1006). */
-int ws_receive(struct ws *ws, void *buf, size_t len, struct ws_receive_result *result);
+/* Frees a connection made by ws_accept(). It does not close the socket. */
+void ws_free(struct ws *ws);
 
-/* Sends len bytes as one frame of a text or binary message. When
- * end_of_message is false, the message goes on in the next ws_send(), whose
- * frame will be a continuation frame. Returns 0, or -1 on failure. */
-int ws_send(struct ws *ws, const void *buf, size_t len, enum ws_message_type type,
-            bool end_of_message);
+/* Frees what the library keeps for the calling thread: OpenSSL's per-thread
+ * state, which OpenSSL would otherwise free only as the thread exits. Call
+ * it at the end of a thread that used ws_accept(). */
+void ws_thread_done(void);
 
-/* Runs the closing handshake (RFC 6455 §7.1.2): sends a close frame with
- * status and description (an empty close frame for WS_CLOSE_NO_STATUS_RECEIVED)
- * if none was sent yet, waits for the peer's close frame if none came yet, and
- * then ends the TCP connection from our side. description may be NULL.
- * Returns 0, or -1 if the status or description cannot be sent or the
- * connection failed. */
-int ws_close(struct ws *ws, enum ws_close_status status, const char *description);
+/* ######################################################################## */
+/* Part 2: the helpers the calls above are built from, public so that the   */
+/* tests, the fuzzers and the tutorial can use them one at a time           */
+/* ######################################################################## */
+
+/* ==== Parsing a request ================================================= */
+
+/* Where the header block in data ends: the index just past the blank line,
+ * or 0 if it has not arrived yet. Lines end in CRLF; a bare LF is accepted
+ * too (RFC 9112 §2.2), which helps students typing requests into netcat. */
+size_t ws_end_of_headers(const char *data, size_t length);
+
+/* Parses the request line and headers in request->data (the first
+ * request->length bytes, which must hold the whole header block). Returns 0,
+ * or -1 with *refusal (400, or 431 for too many headers) when it is
+ * malformed: control characters are refused anywhere (RFC 9110 §5.5). */
+int ws_parse_request(struct ws_request *request, struct ws_refusal *refusal);
+
+/* The reason phrase of an HTTP status we answer with: "Bad Request" for 400. */
+const char *ws_status_text(int status);
+
+/* RFC 6455 §4.2.2: the Sec-WebSocket-Accept value for a Sec-WebSocket-Key:
+ * base64(SHA-1(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11")). accept must
+ * have room for 29 bytes (28 characters and the terminating NUL). Returns 0,
+ * or -1 (ENOMEM) when OpenSSL cannot compute it. */
+int ws_accept_key(const char *key, char accept[29]);
 
 /* ==== Frames (RFC 6455 §5.2) ============================================ */
 
@@ -278,6 +333,11 @@ int ws_decode_frame_header(const uint8_t *bytes, size_t available, struct ws_fra
 size_t ws_encode_frame_header(const struct ws_frame_header *header,
                               uint8_t out[WS_MAX_FRAME_HEADER]);
 
+/* RFC 6455 §5.3: XORs len bytes with the 4-byte mask key. offset is how many
+ * payload bytes of this frame came before these ones, so a payload can be
+ * unmasked a piece at a time. Masking and unmasking are the same operation. */
+void ws_mask(uint8_t *bytes, size_t len, const uint8_t key[4], uint64_t offset);
+
 /* Describes a frame in one line, as a student would draw it (RFC 6455 §5.2):
  *
  *   FIN=1 RSV=000 opcode=1 (text) MASK=1 key=37fa213d length=5 (7-bit) "Hello"
@@ -285,16 +345,18 @@ size_t ws_encode_frame_header(const struct ws_frame_header *header,
  * header_size (2 to 14) tells which of the three length forms was used: the
  * 7-bit length alone, or 126 and 16 bits, or 127 and 64 bits. payload holds
  * the first available bytes of the (unmasked) payload, which are shown as
- * text if text is true (non-printable bytes as \xNN), as a close code and
+ * text if text is true (escaped as ws_escape() does), as a close code and
  * reason for a close frame, or in hex, cut after a few. Writes at most size
  * bytes into out. */
 void ws_describe_frame(const struct ws_frame_header *header, size_t header_size,
                        const uint8_t *payload, size_t available, bool text, char *out, size_t size);
 
-/* RFC 6455 §5.3: XORs len bytes with the 4-byte mask key. offset is how many
- * payload bytes of this frame came before these ones, so a payload can be
- * unmasked a piece at a time. Masking and unmasking are the same operation. */
-void ws_mask(uint8_t *bytes, size_t len, const uint8_t key[4], uint64_t offset);
+/* Writes length bytes into out as text that is safe to print on a terminal:
+ * printable ASCII as it is, and every other byte (an escape sequence, a byte
+ * of UTF-8), the double quote and the backslash as \xNN. Writes at most size
+ * bytes, the terminating NUL included, and stops early rather than cut an
+ * escape in half. Returns how many of the bytes it wrote. */
+size_t ws_escape(const uint8_t *bytes, size_t length, char *out, size_t size);
 
 /* ==== UTF-8 (RFC 6455 §5.6, §8.1) ======================================= */
 

@@ -414,9 +414,8 @@ static bool handle_handshake(struct connection *c)
         if (memcmp(c->in + i, "\r\n\r\n", 4) != 0)
             continue;
         char accept[29];
-        ws_accept_key(KEY, accept);
         c->in[i] = '\0';
-        bool ok = strncmp((char *)c->in, "HTTP/1.1 101 ", 13) == 0 &&
+        bool ok = ws_accept_key(KEY, accept) == 0 && strncmp((char *)c->in, "HTTP/1.1 101 ", 13) == 0 &&
                   strstr((char *)c->in, accept) != NULL;
         memmove(c->in, c->in + i + 4, c->in_length - i - 4);
         c->in_length -= i + 4;

@@ -34,11 +34,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(request.data, data, size);
     request.length = size;
     struct ws_refusal refusal = {0, NULL, 0};
-    int parsed = ws_parse_request(&request, &refusal);
-    if (parsed < 0)
+    if (ws_parse_request(&request, &refusal) != 0) {
         check_refusal(&refusal);
-    if (parsed != 0)
         return 0;
+    }
     check_inside(&request, request.method);
     check_inside(&request, request.target);
     check_inside(&request, request.version);
@@ -50,8 +49,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     if (ws_is_websocket_request(&request, &refusal)) {
         char accept[29];
-        ws_accept_key(ws_request_header(&request, "Sec-WebSocket-Key"), accept);
-        if (strlen(accept) != 28)
+        if (ws_accept_key(ws_request_header(&request, "Sec-WebSocket-Key"), accept) != 0 ||
+            strlen(accept) != 28)
             abort();
     } else {
         check_refusal(&refusal);

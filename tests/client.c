@@ -226,7 +226,8 @@ int client_open(struct client *client, int port)
     if (client_handshake(client, port, NULL, response, sizeof response) != 0)
         return -1;
     char accept[29];
-    ws_accept_key(CLIENT_KEY, accept);
+    if (ws_accept_key(CLIENT_KEY, accept) != 0)
+        return -1;
     if (strncmp(response, "HTTP/1.1 101 ", 13) != 0 || strstr(response, accept) == NULL)
         return -1;
     return 0;
@@ -458,18 +459,14 @@ void fill_payload(uint8_t *buf, size_t length, bool text, unsigned seed)
     }
 }
 
-/* ==== Assertions and fixtures for Check tests =========================== */
+/* ==== Check test cases with a server ==================================== */
 
 int test_server_port = -1;
 pid_t test_server_pid = -1;
-static int test_server_failures = 0;
+static int test_server_failures = 0; /* servers that did not exit cleanly */
 
-void fixture_start_server(void)
-{
-    fixture_start_server_with(NULL);
-}
-
-void fixture_start_server_with(const char *const *arguments)
+/* Starts the running TCase's server. Without it no test can run: exits. */
+static void fixture_start_server_with(const char *const *arguments)
 {
     test_server_pid = server_start_with(&test_server_port, arguments, "/dev/null");
     if (test_server_pid <= 0) {
@@ -478,7 +475,9 @@ void fixture_start_server_with(const char *const *arguments)
     }
 }
 
-void fixture_stop_server(void)
+/* Stops it after the TCase's last test, and records it if it did not exit
+ * with status 0: then run_suite() fails. */
+static void fixture_stop_server(void)
 {
     int status = server_stop(test_server_pid);
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
@@ -491,10 +490,63 @@ void fixture_stop_server(void)
     test_server_pid = -1;
 }
 
-int fixture_failures(void)
+/* Check calls a fixture with no arguments, and C has no closures, so a
+ * fixture cannot be told which arguments its TCase's server takes. Instead,
+ * each list of arguments gets a numbered slot, and each slot a start function
+ * of its own that reads its list from there. TCases that start the server
+ * with the same list (all those with none, say) share a slot. */
+#define SERVER_SLOTS 8
+
+static const char *const *slot_arguments[SERVER_SLOTS];
+static int slots_used = 0;
+
+#define START_SERVER_IN_SLOT(n)                                                                    \
+    static void start_server_in_slot_##n(void)                                                     \
+    {                                                                                              \
+        fixture_start_server_with(slot_arguments[n]);                                              \
+    }
+START_SERVER_IN_SLOT(0)
+START_SERVER_IN_SLOT(1)
+START_SERVER_IN_SLOT(2)
+START_SERVER_IN_SLOT(3)
+START_SERVER_IN_SLOT(4)
+START_SERVER_IN_SLOT(5)
+START_SERVER_IN_SLOT(6)
+START_SERVER_IN_SLOT(7)
+
+static void (*const START_SERVER[SERVER_SLOTS])(void) = {
+    start_server_in_slot_0, start_server_in_slot_1, start_server_in_slot_2, start_server_in_slot_3,
+    start_server_in_slot_4, start_server_in_slot_5, start_server_in_slot_6, start_server_in_slot_7,
+};
+
+/* The slot of this list of arguments, given one if it has none yet. */
+static int server_slot(const char *const *arguments)
 {
-    return test_server_failures;
+    for (int slot = 0; slot < slots_used; slot++) {
+        if (slot_arguments[slot] == arguments)
+            return slot;
+    }
+    if (slots_used == SERVER_SLOTS) {
+        fprintf(stderr, "more than %d lists of server arguments: add slots in tests/client.c\n",
+                SERVER_SLOTS);
+        exit(EXIT_FAILURE);
+    }
+    slot_arguments[slots_used] = arguments;
+    return slots_used++;
 }
+
+TCase *tcase_with_server(Suite *suite, const char *name, const char *const *server_arguments,
+                         int timeout_seconds)
+{
+    TCase *tcase = tcase_create(name);
+    tcase_add_unchecked_fixture(tcase, START_SERVER[server_slot(server_arguments)],
+                                fixture_stop_server);
+    tcase_set_timeout(tcase, timeout_seconds);
+    suite_add_tcase(suite, tcase);
+    return tcase;
+}
+
+/* ==== Assertions for Check tests ======================================== */
 
 void open_or_fail(struct client *client)
 {
@@ -553,7 +605,7 @@ int run_suite(Suite *suite)
     srunner_run_all(runner, CK_NORMAL);
     int failed = srunner_ntests_failed(runner);
     srunner_free(runner);
-    if (fixture_failures() > 0)
-        printf("%d server(s) under test did not survive their tests\n", fixture_failures());
-    return failed == 0 && fixture_failures() == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    if (test_server_failures > 0)
+        printf("%d server(s) under test did not survive their tests\n", test_server_failures);
+    return failed == 0 && test_server_failures == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

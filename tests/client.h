@@ -133,26 +133,24 @@ char *http_exchange(int port, const char *request, size_t length);
 /* Fills buf with length pseudo-random bytes, or printable ASCII if text. */
 void fill_payload(uint8_t *buf, size_t length, bool text, unsigned seed);
 
-#endif
+/* ==== Check test cases with a server ==================================== */
 
-/* ==== Assertions and fixtures for Check tests =========================== */
-
-/* The port and pid of the server started by fixture_start_server(). */
+/* The port and pid of the server that the running TCase's fixture started. */
 extern int test_server_port;
 extern pid_t test_server_pid;
 
-/* An unchecked fixture (it runs in the test runner, not in each test's child
- * process): one server for a whole TCase, so each test also proves that the
- * tests before it left the server serving. fixture_start_server() starts it
- * with no options, fixture_start_server_with() with some; its log goes to
- * /dev/null either way.
- * fixture_stop_server() stops it by pid with SIGTERM and records it if the
- * server did not then exit with status 0; fixture_failures() is then
- * non-zero. */
-void fixture_start_server(void);
-void fixture_start_server_with(const char *const *arguments);
-void fixture_stop_server(void);
-int fixture_failures(void);
+/* Creates a TCase called name, adds it to suite and returns it. Its server
+ * is started once for the whole TCase, in the test runner (an unchecked
+ * fixture), so each test also proves that the tests before it left the
+ * server serving: ./server with server_arguments (a NULL-terminated list, or
+ * NULL for none; the list must outlive the suite, so make it static), its log
+ * going to /dev/null. After the last test it is stopped by pid with SIGTERM,
+ * and run_suite() fails if it did not then exit with status 0. Each test of
+ * the TCase times out after timeout_seconds. */
+TCase *tcase_with_server(Suite *suite, const char *name, const char *const *server_arguments,
+                         int timeout_seconds);
+
+/* ==== Assertions for Check tests ======================================== */
 
 /* Opens a WebSocket connection to the test server, or fails the test. */
 void open_or_fail(struct client *client);
@@ -171,5 +169,8 @@ void expect_close(struct client *client, int code);
 /* Sends close 1000 and expects it back: the connection ends cleanly. */
 void close_cleanly(struct client *client);
 
-/* Runs a whole Check suite and returns the process exit status. */
+/* Runs a whole Check suite and returns the process exit status: failure if
+ * a test failed, or if a TCase's server did not exit cleanly at its end. */
 int run_suite(Suite *suite);
+
+#endif

@@ -3,7 +3,9 @@
  * 3 (reserved bits), 4 (opcodes), 5 (fragmentation), 6 (UTF-8), 7 (close
  * handling), 9 (large messages) and 10 (auto-fragmentation). Each case is
  * written from the public case description and the RFC section it tests,
- * and is named after the Autobahn case number.
+ * and is named after the Autobahn case number. A few rules that no Autobahn
+ * case breaks have cases of their own in the section they belong to, named
+ * after the RFC section instead (rfc_5_1_...).
  *
  * "Strict" throughout: where Autobahn would also accept a dropped TCP
  * connection without a close frame, we require the close frame with the
@@ -102,6 +104,31 @@ START_TEST(case_1_x_message_of_each_length_is_echoed)
     expect_message(&c, text ? TEXT : BINARY, payload, length);
     close_cleanly(&c);
     free(payload);
+}
+END_TEST
+
+/* Beyond Autobahn. RFC 6455 §5.1: a server must fail the connection when a
+ * client's frame is not masked. */
+START_TEST(rfc_5_1_unmasked_frame_fails)
+{
+    struct client c;
+    open_or_fail(&c);
+    ck_assert_int_eq(client_send_frame_ex(&c, true, 0, TEXT, false, "hi", 2, 0), 0);
+    expect_close(&c, WS_CLOSE_PROTOCOL_ERROR);
+}
+END_TEST
+
+/* Beyond Autobahn. RFC 6455 §5.2: in the 64-bit length form the most
+ * significant bit must be 0. The header alone fails the connection; no
+ * payload follows it. */
+START_TEST(rfc_5_2_length_with_top_bit_set_fails)
+{
+    /* Binary, FIN, masked, length 2^63, mask key 1 2 3 4. */
+    const uint8_t header[] = {0x82, 0x80 | 127, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4};
+    struct client c;
+    open_or_fail(&c);
+    ck_assert_int_eq(client_send_raw(&c, header, sizeof header, 0), 0);
+    expect_close(&c, WS_CLOSE_PROTOCOL_ERROR);
 }
 END_TEST
 
@@ -938,23 +965,19 @@ END_TEST
 
 /* ==== The suite ========================================================= */
 
-static TCase *section(Suite *suite, const char *name)
-{
-    TCase *tcase = tcase_create(name);
-    tcase_add_unchecked_fixture(tcase, fixture_start_server, fixture_stop_server);
-    tcase_set_timeout(tcase, 60);
-    suite_add_tcase(suite, tcase);
-    return tcase;
-}
+/* Seconds a case may take: section 9's 16 MiB echoes take the longest. */
+#define CASE_TIMEOUT 60
 
 static Suite *conformance_suite(void)
 {
     Suite *suite = suite_create("conformance");
 
-    TCase *framing = section(suite, "1 framing");
+    TCase *framing = tcase_with_server(suite, "1 framing", NULL, CASE_TIMEOUT);
     tcase_add_loop_test(framing, case_1_x_message_of_each_length_is_echoed, 0, 2 * COUNT(FRAMING));
+    tcase_add_test(framing, rfc_5_1_unmasked_frame_fails);
+    tcase_add_test(framing, rfc_5_2_length_with_top_bit_set_fails);
 
-    TCase *pings = section(suite, "2 ping/pong");
+    TCase *pings = tcase_with_server(suite, "2 ping/pong", NULL, CASE_TIMEOUT);
     tcase_add_test(pings, case_2_1_ping_without_payload);
     tcase_add_test(pings, case_2_2_and_2_3_ping_with_text_and_binary_payload);
     tcase_add_test(pings, case_2_4_ping_with_125_byte_payload);
@@ -964,15 +987,15 @@ static Suite *conformance_suite(void)
     tcase_add_test(pings, case_2_9_unsolicited_pong_then_ping);
     tcase_add_loop_test(pings, case_2_10_and_2_11_ten_pings_get_ten_pongs, 0, 2);
 
-    TCase *reserved = section(suite, "3 reserved bits");
+    TCase *reserved = tcase_with_server(suite, "3 reserved bits", NULL, CASE_TIMEOUT);
     tcase_add_test(reserved, case_3_1_text_with_rsv_1_fails);
     tcase_add_loop_test(reserved, case_3_2_to_3_4_echo_then_reserved_bits_fail, 0, 3);
     tcase_add_loop_test(reserved, case_3_5_to_3_7_reserved_bits_on_binary_ping_close_fail, 0, 3);
 
-    TCase *opcodes = section(suite, "4 opcodes");
+    TCase *opcodes = tcase_with_server(suite, "4 opcodes", NULL, CASE_TIMEOUT);
     tcase_add_loop_test(opcodes, case_4_x_reserved_opcodes_fail, 0, 10);
 
-    TCase *fragments = section(suite, "5 fragmentation");
+    TCase *fragments = tcase_with_server(suite, "5 fragmentation", NULL, CASE_TIMEOUT);
     tcase_add_loop_test(fragments, case_5_1_and_5_2_fragmented_control_frame_fails, 0, 2);
     tcase_add_loop_test(fragments, case_5_3_to_5_5_text_in_two_fragments_is_echoed, 0, 3);
     tcase_add_loop_test(fragments, case_5_6_to_5_8_ping_between_fragments, 0, 3);
@@ -982,14 +1005,14 @@ static Suite *conformance_suite(void)
     tcase_add_test(fragments, case_5_18_new_message_inside_a_fragmented_one_fails);
     tcase_add_loop_test(fragments, case_5_19_and_5_20_five_fragments_with_two_pings, 0, 2);
 
-    TCase *utf8 = section(suite, "6 UTF-8");
+    TCase *utf8 = tcase_with_server(suite, "6 UTF-8", NULL, CASE_TIMEOUT);
     tcase_add_test(utf8, case_6_1_empty_text_messages);
     tcase_add_loop_test(utf8, case_6_4_invalid_utf8_fails_fast, 0, 4);
     tcase_add_loop_test(utf8, case_6_x_utf8_sample_in_one_frame, 0, COUNT(UTF8_SAMPLES));
     tcase_add_loop_test(utf8, case_6_x_utf8_sample_in_one_byte_fragments, 0, COUNT(UTF8_SAMPLES));
     tcase_add_test(utf8, case_6_7_1_nul_is_valid);
 
-    TCase *closing = section(suite, "7 close handling");
+    TCase *closing = tcase_with_server(suite, "7 close handling", NULL, CASE_TIMEOUT);
     tcase_add_test(closing, case_7_1_1_echo_then_close);
     tcase_add_loop_test(closing, case_7_1_2_to_7_1_4_frames_after_close_are_ignored, 0, 3);
     tcase_add_test(closing, case_7_1_5_close_between_fragments);
@@ -1002,7 +1025,7 @@ static Suite *conformance_suite(void)
     tcase_add_loop_test(closing, case_7_7_valid_close_code_is_echoed, 0, COUNT(VALID_CODES));
     tcase_add_loop_test(closing, case_7_9_invalid_close_code_fails, 0, COUNT(INVALID_CODES));
 
-    TCase *large = section(suite, "9 large messages");
+    TCase *large = tcase_with_server(suite, "9 large messages", NULL, CASE_TIMEOUT);
     tcase_add_loop_test(large, case_9_1_and_9_2_large_message_is_echoed, 0, 2 * COUNT(LARGE_SIZES));
     tcase_add_loop_test(large, case_9_3_and_9_4_fragmented_4_MiB_message_is_echoed, 0,
                         2 * COUNT(FRAGMENT_SIZES));
@@ -1011,7 +1034,7 @@ static Suite *conformance_suite(void)
     tcase_add_loop_test(large, case_9_7_and_9_8_thousand_round_trips, 0,
                         2 * COUNT(ROUND_TRIP_SIZES));
 
-    TCase *autofragment = section(suite, "10 auto-fragmentation");
+    TCase *autofragment = tcase_with_server(suite, "10 auto-fragmentation", NULL, CASE_TIMEOUT);
     tcase_add_test(autofragment, case_10_1_1_message_in_1300_byte_fragments);
     return suite;
 }

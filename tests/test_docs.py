@@ -52,6 +52,12 @@ def main():
                                os.path.join(ROOT, "server.1")], capture_output=True, text=True)
     check("man ./server.1 renders without a warning", rendered.returncode == 0 and
           not rendered.stderr, rendered.stderr)
+    with tempfile.TemporaryDirectory() as folder:
+        started = subprocess.run([server, "--port", "0", "--client-page", folder],
+                                 capture_output=True, text=True, timeout=10)
+        check("a folder given as --client-page is refused at start, saying so",
+              started.returncode == 1 and "not a regular file" in started.stderr,
+              f"exit {started.returncode}, said: {started.stderr.strip()!r}")
     with tempfile.TemporaryDirectory() as destdir:
         make = ["make", "-s", "-C", ROOT, f"DESTDIR={destdir}", "PREFIX=/opt/ws"]
         installed = subprocess.run(make + ["install"], capture_output=True, text=True)

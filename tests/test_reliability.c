@@ -73,11 +73,7 @@ static void read_response(int fd, char *response, size_t size)
 
 /* ==== Handshake timeout (slowloris) ===================================== */
 
-static void start_with_handshake_timeout(void)
-{
-    static const char *const arguments[] = {"--handshake-timeout", "2", NULL};
-    fixture_start_server_with(arguments);
-}
+static const char *const WITH_HANDSHAKE_TIMEOUT[] = {"--handshake-timeout", "2", NULL};
 
 START_TEST(test_request_that_never_completes_gets_408)
 {
@@ -149,11 +145,7 @@ END_TEST
 
 /* ==== Keep-alive ======================================================== */
 
-static void start_with_ping_interval(void)
-{
-    static const char *const arguments[] = {"--ping-interval", "1", NULL};
-    fixture_start_server_with(arguments);
-}
+static const char *const WITH_PING_INTERVAL[] = {"--ping-interval", "1", NULL};
 
 START_TEST(test_idle_connection_is_pinged)
 {
@@ -204,11 +196,7 @@ END_TEST
 
 /* ==== Connection limit ================================================== */
 
-static void start_with_two_connections_at_most(void)
-{
-    static const char *const arguments[] = {"--max-connections", "2", NULL};
-    fixture_start_server_with(arguments);
-}
+static const char *const WITH_TWO_CONNECTIONS_AT_MOST[] = {"--max-connections", "2", NULL};
 
 START_TEST(test_client_over_the_limit_gets_503_with_retry_after)
 {
@@ -240,13 +228,84 @@ START_TEST(test_client_over_the_limit_gets_503_with_retry_after)
 }
 END_TEST
 
+static const char *const WITH_TEN_CONNECTIONS_AT_MOST[] = {"--max-connections", "10", NULL};
+
+enum { HELD_CLIENTS = 10, REFUSED_CLIENTS = 1000 };
+
+/* A plain TCP connection to the test server that has sent a whole
+ * handshake request. Returns the socket. */
+static int send_handshake_request(void)
+{
+    int fd = start_slow_request();
+    const char rest[] = "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                        "Sec-WebSocket-Version: 13\r\n\r\n";
+    ck_assert_int_eq(send(fd, rest, sizeof rest - 1, 0), (ssize_t)sizeof rest - 1);
+    return fd;
+}
+
+/* True when response is a whole 503: its headers, and a body of exactly the
+ * length its Content-Length announced. */
+static bool is_whole_503(const char *response)
+{
+    const char *length_header = strstr(response, "\r\nContent-Length: ");
+    const char *body = strstr(response, "\r\n\r\n");
+    return strncmp(response, "HTTP/1.1 503 ", 13) == 0 && length_header != NULL && body != NULL &&
+           strlen(body + 4) == strtoul(length_header + 18, NULL, 10);
+}
+
+/* Issue 13: the accept loop refused each client with a 503 and then waited
+ * (up to 100 ms) for it to leave, so a burst of a thousand refused clients
+ * left everyone without an answer for tens of seconds. */
+START_TEST(test_a_burst_over_the_limit_is_refused_without_stalling_the_accept_loop)
+{
+    static struct client held[HELD_CLIENTS];
+    static int refused[REFUSED_CLIENTS];
+    for (int i = 0; i < HELD_CLIENTS; i++)
+        open_or_fail(&held[i]);
+    for (int i = 0; i < REFUSED_CLIENTS; i++)
+        refused[i] = send_handshake_request();
+
+    /* A client arriving behind the burst is answered within a second (the
+     * sanitizers' slower servers get CK_TIMEOUT_MULTIPLIER seconds). None of
+     * the refused clients has read anything or left yet. */
+    const char *multiplier = getenv("CK_TIMEOUT_MULTIPLIER");
+    int limit = 1000 * (multiplier != NULL ? atoi(multiplier) : 1);
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    int late = send_handshake_request();
+    struct pollfd readable = {.fd = late, .events = POLLIN};
+    int ready = poll(&readable, 1, limit);
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    long waited = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
+    ck_assert_msg(ready == 1, "a client behind %d refused ones had no answer after %d ms",
+                  REFUSED_CLIENTS, limit);
+    char response[1024];
+    read_response(late, response, sizeof response);
+    ck_assert_msg(is_whole_503(response), "expected a whole 503 after %ld ms, got: %s", waited,
+                  response);
+    close(late);
+
+    /* Every refused client gets its whole 503: no reset cut one short. */
+    int whole = 0;
+    for (int i = 0; i < REFUSED_CLIENTS; i++) {
+        read_response(refused[i], response, sizeof response);
+        whole += is_whole_503(response);
+        close(refused[i]);
+    }
+    ck_assert_msg(whole == REFUSED_CLIENTS, "%d of %d refused clients got a whole 503", whole,
+                  REFUSED_CLIENTS);
+    for (int i = 0; i < HELD_CLIENTS; i++) {
+        echo_or_fail(&held[i], "still served");
+        close_cleanly(&held[i]);
+    }
+}
+END_TEST
+
 /* ==== Message size limit ================================================ */
 
-static void start_with_max_message_1000(void)
-{
-    static const char *const arguments[] = {"--max-message", "1000", NULL};
-    fixture_start_server_with(arguments);
-}
+static const char *const WITH_MAX_MESSAGE_1000[] = {"--max-message", "1000", NULL};
 
 START_TEST(test_frame_announcing_too_much_gets_1009_before_its_payload)
 {
@@ -295,12 +354,8 @@ END_TEST
 
 /* ==== Origin allow-list ================================================= */
 
-static void start_with_two_allowed_origins(void)
-{
-    static const char *const arguments[] = {"--allow-origin", "http://good.example",
-                                            "--allow-origin", "https://also.example:8443", NULL};
-    fixture_start_server_with(arguments);
-}
+static const char *const WITH_TWO_ALLOWED_ORIGINS[] = {
+    "--allow-origin", "http://good.example", "--allow-origin", "https://also.example:8443", NULL};
 
 /* The status line the server answers a request with this Origin header. */
 static void expect_status_for_origin(const char *origin_header, const char *status_line)
@@ -667,42 +722,37 @@ END_TEST
 
 /* ==== The suite ========================================================= */
 
-static TCase *tcase_with_server(Suite *suite, const char *name, void (*start)(void))
-{
-    TCase *tcase = tcase_create(name);
-    tcase_add_unchecked_fixture(tcase, start, fixture_stop_server);
-    tcase_set_timeout(tcase, 30);
-    suite_add_tcase(suite, tcase);
-    return tcase;
-}
-
 static Suite *reliability_suite(void)
 {
     Suite *suite = suite_create("reliability");
 
-    TCase *slow = tcase_with_server(suite, "handshake timeout", start_with_handshake_timeout);
+    TCase *slow = tcase_with_server(suite, "handshake timeout", WITH_HANDSHAKE_TIMEOUT, 30);
     tcase_add_test(slow, test_request_that_never_completes_gets_408);
     tcase_add_test(slow, test_request_sent_a_byte_at_a_time_still_times_out);
 
-    TCase *crowd =
-        tcase_with_server(suite, "a thousand slow clients", start_with_handshake_timeout);
-    tcase_set_tags(crowd, "many-threads"); /* make valgrind leaves it out */
+    TCase *crowd = tcase_with_server(suite, "a thousand slow clients", WITH_HANDSHAKE_TIMEOUT, 30);
+    tcase_set_tags(crowd, "many-threads"); /* so that make valgrind leaves it out */
     tcase_add_test(crowd, test_a_thousand_slow_clients_do_not_delay_a_good_one);
 
-    TCase *keep_alive = tcase_with_server(suite, "keep-alive", start_with_ping_interval);
+    TCase *keep_alive = tcase_with_server(suite, "keep-alive", WITH_PING_INTERVAL, 30);
     tcase_add_test(keep_alive, test_idle_connection_is_pinged);
     tcase_add_test(keep_alive, test_peer_that_answers_pings_stays_connected);
     tcase_add_test(keep_alive, test_peer_that_stops_answering_is_closed_with_1001);
 
-    TCase *limit = tcase_with_server(suite, "connection limit", start_with_two_connections_at_most);
+    TCase *limit = tcase_with_server(suite, "connection limit", WITH_TWO_CONNECTIONS_AT_MOST, 30);
     tcase_add_test(limit, test_client_over_the_limit_gets_503_with_retry_after);
 
-    TCase *size = tcase_with_server(suite, "message size limit", start_with_max_message_1000);
+    TCase *burst =
+        tcase_with_server(suite, "a burst over the limit", WITH_TEN_CONNECTIONS_AT_MOST, 30);
+    tcase_set_tags(burst, "many-threads");
+    tcase_add_test(burst, test_a_burst_over_the_limit_is_refused_without_stalling_the_accept_loop);
+
+    TCase *size = tcase_with_server(suite, "message size limit", WITH_MAX_MESSAGE_1000, 30);
     tcase_add_test(size, test_frame_announcing_too_much_gets_1009_before_its_payload);
     tcase_add_test(size, test_message_growing_past_the_limit_in_fragments_gets_1009);
     tcase_add_test(size, test_message_at_the_limit_is_echoed);
 
-    TCase *origin = tcase_with_server(suite, "origin allow-list", start_with_two_allowed_origins);
+    TCase *origin = tcase_with_server(suite, "origin allow-list", WITH_TWO_ALLOWED_ORIGINS, 30);
     tcase_add_test(origin, test_allowed_origins_are_accepted);
     tcase_add_test(origin, test_other_origins_get_403);
     tcase_add_test(origin, test_request_without_origin_is_not_from_a_browser_and_is_accepted);

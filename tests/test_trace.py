@@ -97,6 +97,52 @@ def refused_request(port):
     sock.close()
 
 
+HOSTILE_REQUESTS = [
+    # Escape sequences that would clear the operator's screen and set the
+    # title of their terminal, if --trace printed them raw (issue 13).
+    b"GET /\x1b[2J HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\x1b]0;pwned\x07\r\n\r\n",
+    # Bytes above ASCII are allowed in a header value (RFC 9110 §5.5), and
+    # 0x9b is a terminal's one-byte "CSI": the trace must show them as \xNN.
+    ("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+     "Sec-WebSocket-Key: " + KEY + "\r\nSec-WebSocket-Version: 13\r\n").encode()
+    + b"X-Name: caf\xc3\xa9 \x9b2J\r\n\r\n" + frame(0x8, struct.pack("!H", 1000), bytes(4)),
+]
+
+
+def hostile_requests(port):
+    for request in HOSTILE_REQUESTS:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        sock.sendall(request)
+        while sock.recv(4096):
+            pass
+        sock.close()
+
+
+def raw_transcript(server, session):
+    """The trace as bytes, as it would reach the operator's terminal."""
+    with tempfile.TemporaryFile() as log:
+        process, port = start_server(server, log)
+        try:
+            session(port)
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+        log.seek(0)
+        return log.read()
+
+
+def check_printable(name, trace):
+    unsafe = sorted({byte for byte in trace if (byte < 0x20 and byte != 0x0A) or byte >= 0x7F})
+    if unsafe or b"caf\\xc3\\xa9 \\x9b2J" not in trace:
+        print(f"FAIL {name}: expected only printable ASCII, with the header shown as "
+              f"caf\\xc3\\xa9 \\x9b2J; got bytes {[hex(b) for b in unsafe]} in:")
+        print(trace.decode("ascii", "backslashreplace"))
+        return False
+    print(f"PASS {name}")
+    return True
+
+
 def transcript(server, session):
     with tempfile.TemporaryFile() as log:
         process, port = start_server(server, log)
@@ -129,6 +175,8 @@ def main():
               session_expected + "\n"),
         check("a refused request is traced", transcript(server, refused_request),
               refusal_expected),
+        check_printable("the trace escapes what a request sends, as it does for frames",
+                        raw_transcript(server, hostile_requests)),
     ]
     print(f"{results.count(True)} passed, {results.count(False)} failed")
     return 0 if all(results) else 1

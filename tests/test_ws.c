@@ -19,7 +19,7 @@
 START_TEST(test_accept_key_matches_rfc_example)
 {
     char accept[29];
-    ws_accept_key("dGhlIHNhbXBsZSBub25jZQ==", accept);
+    ck_assert_int_eq(ws_accept_key("dGhlIHNhbXBsZSBub25jZQ==", accept), 0);
     ck_assert_str_eq(accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
 }
 END_TEST
@@ -27,7 +27,7 @@ END_TEST
 START_TEST(test_accept_key_differs_for_another_key)
 {
     char accept[29];
-    ws_accept_key("AQIDBAUGBwgJCgsMDQ4PEA==", accept);
+    ck_assert_int_eq(ws_accept_key("AQIDBAUGBwgJCgsMDQ4PEA==", accept), 0);
     ck_assert_uint_eq(strlen(accept), 28);
     ck_assert_str_ne(accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
 }
@@ -69,12 +69,14 @@ START_TEST(test_parse_reads_request_line_and_headers)
 }
 END_TEST
 
-START_TEST(test_parse_waits_for_the_blank_line)
+START_TEST(test_the_header_block_ends_only_at_the_blank_line)
 {
-    static struct ws_request request;
-    struct ws_refusal refusal;
-    ck_assert_int_eq(parse(&request, "GET / HTTP/1.1\r\nHost: a\r\n", &refusal), 1);
-    ck_assert_int_eq(parse(&request, "GET / HTTP/1.1\r\nHost: a\r\n\r", &refusal), 1);
+    const char *request = "GET / HTTP/1.1\r\nHost: a\r\n\r\nFRAME";
+    ck_assert_uint_eq(ws_end_of_headers(request, 25), 0);
+    ck_assert_uint_eq(ws_end_of_headers(request, 26), 0);
+    ck_assert_uint_eq(ws_end_of_headers(request, 27), 27);
+    ck_assert_uint_eq(ws_end_of_headers(request, strlen(request)), 27);
+    ck_assert_uint_eq(ws_end_of_headers("GET / HTTP/1.1\nHost: a\n\n", 24), 24);
 }
 END_TEST
 
@@ -130,7 +132,8 @@ START_TEST(test_parse_leaves_no_field_unset_when_it_fails)
     memset(&request, 0xAB, sizeof request); /* as garbage as an uninitialised stack */
     request.length = 4;
     memcpy(request.data, "GET ", 4);
-    ck_assert_int_eq(ws_parse_request(&request, &refusal), 1);
+    ck_assert_int_eq(ws_parse_request(&request, &refusal), -1);
+    ck_assert_int_eq(refusal.status, 400);
     ck_assert_ptr_null(request.method);
     ck_assert_uint_eq(request.header_count, 0);
 }
@@ -159,6 +162,38 @@ START_TEST(test_parse_refuses_too_many_headers_with_431)
     strcat(text, "\r\n");
     ck_assert_int_eq(parse(&request, text, &refusal), -1);
     ck_assert_int_eq(refusal.status, 431);
+}
+END_TEST
+
+/* RFC 9110 §5.5: a field value may not hold control characters (CR, LF and
+ * NUL least of all), and RFC 9112 §3: nor may the request line. A server that
+ * let them through would hand them to whatever prints the request: an escape
+ * sequence reaching the operator's terminal can clear it or set its title. */
+static const char *const CONTROL_CHARACTER_REQUESTS[] = {
+    "GET / HTTP/1.1\r\nX-Evil: a\x1b[2J\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: x\x1b]0;pwned\x07\r\n\r\n",
+    "GET /\x1b[2J HTTP/1.1\r\nHost: x\r\n\r\n",
+    "GET / HTTP/1.1\r\nX-Del: a\x7f\r\n\r\n",
+    "GET / HTTP/1.1\r\nX-Bell\x07: a\r\n\r\n",
+};
+
+START_TEST(test_parse_refuses_control_characters_with_400)
+{
+    static struct ws_request request;
+    struct ws_refusal refusal = {0, NULL, 0};
+    ck_assert_msg(parse(&request, CONTROL_CHARACTER_REQUESTS[_i], &refusal) == -1,
+                  "request %d with a control character was accepted", _i);
+    ck_assert_int_eq(refusal.status, 400);
+}
+END_TEST
+
+START_TEST(test_parse_accepts_tabs_and_bytes_above_ascii_in_values)
+{
+    static struct ws_request request;
+    struct ws_refusal refusal;
+    ck_assert_int_eq(
+        parse(&request, "GET / HTTP/1.1\r\nX-A: caf\xc3\xa9\tau lait\r\n\r\n", &refusal), 0);
+    ck_assert_str_eq(ws_request_header(&request, "X-A"), "caf\xc3\xa9\tau lait");
 }
 END_TEST
 
@@ -565,9 +600,15 @@ START_TEST(test_a_failed_connection_stays_failed)
     struct ws_receive_result result;
     ck_assert_int_eq(ws_receive(ws, buffer, sizeof buffer, &result), -1);
     ck_assert_int_eq(errno, EPROTO);
-    /* Asked again, it must not go on with the bytes it still holds. */
+    ck_assert_int_eq(ws_get_state(ws), WS_STATE_ABORTED);
+    /* Asked again, it must not go on with the bytes it still holds; and
+     * every call on an aborted connection fails the same way. */
     ck_assert_int_eq(ws_receive(ws, buffer, sizeof buffer, &result), -1);
-    ck_assert_int_eq(errno, ECONNRESET);
+    ck_assert_int_eq(errno, ECONNABORTED);
+    ck_assert_int_eq(ws_send(ws, "x", 1, WS_MESSAGE_TEXT, true), -1);
+    ck_assert_int_eq(errno, ECONNABORTED);
+    ck_assert_int_eq(ws_close(ws, WS_CLOSE_NORMAL_CLOSURE, NULL), -1);
+    ck_assert_int_eq(errno, ECONNABORTED);
     ws_free(ws);
     close(ends[0]);
     close(ends[1]);
@@ -753,6 +794,71 @@ END_TEST
 
 #define COUNT(array) ((int)(sizeof(array) / sizeof((array)[0])))
 
+/* ==== Answering a plain HTTP request ===================================== */
+
+/* Reads everything the other end of a socketpair sent, until it closes. */
+static size_t read_all(int fd, char *out, size_t size)
+{
+    size_t length = 0;
+    ssize_t got;
+    while (length < size - 1 && (got = recv(fd, out + length, size - 1 - length, 0)) > 0)
+        length += (size_t)got;
+    out[length] = '\0';
+    return length;
+}
+
+/* The body of an HTTP response: what follows the blank line. */
+static const char *body_of(const char *response)
+{
+    const char *blank = strstr(response, "\r\n\r\n");
+    return blank != NULL ? blank + 4 : "";
+}
+
+START_TEST(test_refusal_with_a_long_reason_is_sent_whole)
+{
+    static char reason[1100];
+    memset(reason, 'r', sizeof reason - 1);
+    reason[sizeof reason - 1] = '\0';
+    int ends[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, ends), 0);
+    shutdown(ends[1], SHUT_WR); /* so that the server's linger ends at once */
+    struct ws_refusal refusal = {400, reason, 0};
+    ck_assert_int_eq(ws_refuse(ends[0], NULL, &refusal), 0);
+    close(ends[0]);
+    static char response[4096];
+    read_all(ends[1], response, sizeof response);
+    ck_assert_msg(strstr(response, "\r\nContent-Length: 1100\r\n") != NULL,
+                  "expected Content-Length: 1100 (a 1,099-byte reason and a newline), got: %.200s",
+                  response);
+    ck_assert_uint_eq(strlen(body_of(response)), 1100);
+    ck_assert_int_eq(strncmp(body_of(response), reason, 1099), 0);
+    close(ends[1]);
+}
+END_TEST
+
+START_TEST(test_page_with_a_long_content_type_is_sent_whole)
+{
+    static char type[400];
+    memset(type, 't', sizeof type - 1);
+    type[sizeof type - 1] = '\0';
+    static struct ws_request request;
+    struct ws_refusal refusal;
+    ck_assert_int_eq(parse(&request, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", &refusal), 0);
+    int ends[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, ends), 0);
+    shutdown(ends[1], SHUT_WR);
+    ck_assert_int_eq(ws_send_page(ends[0], &request, type, "<p>hi</p>", 9), 0);
+    close(ends[0]);
+    static char response[4096];
+    read_all(ends[1], response, sizeof response);
+    char expected[512];
+    snprintf(expected, sizeof expected, "\r\nContent-Type: %s\r\n", type);
+    ck_assert_msg(strstr(response, expected) != NULL, "the content type was cut: %.600s", response);
+    ck_assert_str_eq(body_of(response), "<p>hi</p>");
+    close(ends[1]);
+}
+END_TEST
+
 static Suite *ws_suite(void)
 {
     Suite *suite = suite_create("ws");
@@ -764,13 +870,16 @@ static Suite *ws_suite(void)
 
     TCase *parsing = tcase_create("request parsing");
     tcase_add_test(parsing, test_parse_reads_request_line_and_headers);
-    tcase_add_test(parsing, test_parse_waits_for_the_blank_line);
+    tcase_add_test(parsing, test_the_header_block_ends_only_at_the_blank_line);
     tcase_add_test(parsing, test_parse_keeps_bytes_after_the_headers);
     tcase_add_test(parsing, test_parse_accepts_bare_line_feeds_and_trims_values);
     tcase_add_loop_test(parsing, test_parse_refuses_malformed_requests, 0, COUNT(BAD_REQUESTS));
     tcase_add_test(parsing, test_parse_leaves_no_field_unset_when_it_fails);
     tcase_add_test(parsing, test_parse_refuses_a_nul_byte);
     tcase_add_test(parsing, test_parse_refuses_too_many_headers_with_431);
+    tcase_add_loop_test(parsing, test_parse_refuses_control_characters_with_400, 0,
+                        COUNT(CONTROL_CHARACTER_REQUESTS));
+    tcase_add_test(parsing, test_parse_accepts_tabs_and_bytes_above_ascii_in_values);
     suite_add_tcase(suite, parsing);
 
     TCase *handshake = tcase_create("handshake checks");
@@ -824,6 +933,11 @@ static Suite *ws_suite(void)
     tcase_add_test(connection, test_request_that_never_ends_gets_408);
     tcase_add_test(connection, test_request_during_shutdown_gets_503);
     suite_add_tcase(suite, connection);
+
+    TCase *answers = tcase_create("answering plain HTTP");
+    tcase_add_test(answers, test_refusal_with_a_long_reason_is_sent_whole);
+    tcase_add_test(answers, test_page_with_a_long_content_type_is_sent_whole);
+    suite_add_tcase(suite, answers);
     return suite;
 }
 

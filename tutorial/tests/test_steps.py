@@ -492,6 +492,39 @@ def test_client_page_is_served_at_the_root_only_when_asked(server):
         Client(own).close()  # a WebSocket request is still one
 
 
+# ==== Chapter 15: a second look ============================================
+
+@step_test(13)
+def test_header_with_an_escape_sequence_gets_400(server):
+    response = http_exchange(server, b"GET / HTTP/1.1\r\nHost: x\x1b]0;pwned\x07\r\n\r\n")
+    assert response.startswith(b"HTTP/1.1 400 "), response
+    assert b"control character" in response, response
+
+
+@step_test(13)
+def test_refused_clients_do_not_stall_the_accept_loop(server):
+    with restarted_with(server, "--max-connections", "1") as own:
+        first = Client(own)
+        # 50 refused clients that send their request and then read nothing:
+        # once, each of them held the accept loop for a tenth of a second.
+        refused = []
+        for _ in range(50):
+            connection = own.connect()
+            connection.sendall(upgrade_request())
+            refused.append(connection)
+        started = time.monotonic()
+        late = own.connect()
+        late.sendall(upgrade_request())
+        ready, _, _ = select.select([late], [], [], 1)
+        waited = time.monotonic() - started
+        assert ready, f"a client behind 50 refused ones had no answer after {waited:.1f} s"
+        for connection in refused + [late]:
+            response = read_until_closed(connection)
+            assert response.startswith(b"HTTP/1.1 503 ") and response.endswith(b"\n"), response
+            connection.close()
+        first.close()
+
+
 # ==== Running them ==========================================================
 
 def run_tests(tests, path, step, label, options=()):
