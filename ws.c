@@ -397,6 +397,10 @@ int ws_read_request(int fd, struct ws_request *request, struct ws_refusal *refus
     int64_t deadline = settings->handshake_timeout_seconds > 0
                            ? now_milliseconds() + settings->handshake_timeout_seconds * 1000LL
                            : 0;
+    /* A request refused before it is parsed has no fields: the caller's
+     * answer (ws_refuse() looks at the method) must not read stale ones. */
+    request->method = request->target = request->version = NULL;
+    request->header_count = 0;
     request->length = 0;
     while (ws_end_of_headers(request->data, request->length) == 0) {
         if (request->length == WS_MAX_REQUEST_SIZE) {

@@ -780,9 +780,14 @@ START_TEST(test_request_during_shutdown_gets_503)
     struct ws_settings settings = NO_LIMITS;
     settings.stop_fd = stop[0];
     static struct ws_request request;
+    memset(&request, 0xAB, sizeof request); /* as garbage as an uninitialised stack */
     struct ws_refusal refusal;
     ck_assert_int_eq(ws_read_request(ends[0], &request, &refusal, &settings), -1);
     ck_assert_int_eq(refusal.status, 503);
+    /* ws_refuse() looks at the method of the request it answers: a request
+     * refused before it was parsed must not hold a stale one. */
+    ck_assert_ptr_null(request.method);
+    ck_assert_uint_eq(request.header_count, 0);
     close(ends[0]);
     close(ends[1]);
     close(stop[0]);
