@@ -8,10 +8,11 @@
  * start to end, reads the HTTP request, and either hands the connection to
  * the notifier or answers "400 Bad Request", as the article's controller does.
  *
- * Around that core, the host keeps the server alive in the real world
- * (tutorial chapter 12): limits and timeouts for every client, a registry of
- * the clients so that Ctrl+C can close them all with 1001 Going Away, and one
- * log line for each connection that opens, closes, or is refused.
+ * Around that core, the host keeps the server alive in the real world (the
+ * tutorial, from "The slow client" on): limits and timeouts for every client,
+ * a registry of the clients so that Ctrl+C can close them all with 1001
+ * Going Away, and one log line for each connection that opens, closes, or
+ * is refused.
  */
 #define _POSIX_C_SOURCE 200809L
 

@@ -703,7 +703,7 @@ void ws_mask(uint8_t *bytes, size_t len, const uint8_t key[4], uint64_t offset)
 {
     /* RFC 6455 §5.3: byte i of the payload is XORed with key[i % 4]. We do
      * eight bytes at a time, which makes large messages about a seventh
-     * faster (tutorial chapter 11): the key, starting at the right byte and
+     * faster (tutorial, "Measuring it"): the key, starting at the right byte and
      * repeated twice, is one 64-bit word. memcpy() moves the bytes in and out of
      * words whatever their alignment; compilers turn it into plain loads. */
     uint8_t repeated[8];
@@ -1248,7 +1248,8 @@ static int handle_control_frame(struct ws *ws, const struct ws_frame_header *hea
     trace_frame(ws, "<<", header, header_size, payload, length, false);
     if (header->opcode == WS_OPCODE_CLOSE)
         return receive_close_frame(ws, payload, length);
-    /* Once our close frame is out, nothing more may follow it (§5.5.1). */
+    /* §5.5.1 forbids only data frames after our close frame; sending no
+     * pong after it either is our choice: the peer is closing anyway. */
     if (header->opcode == WS_OPCODE_PING && !close_was_sent(ws))
         return send_frame(ws, true, WS_OPCODE_PONG, payload, length);
     return 0;

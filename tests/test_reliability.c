@@ -1,7 +1,8 @@
 /* test_reliability.c -- integration tests for the behaviours that keep the
- * server alive in the real world (tutorial chapter 12): each runs the real
- * ./server over loopback with the option it tests, and plays the client that
- * attacks it, vanishes, or is in the way when the server stops.
+ * server alive in the real world (the tutorial, from "The slow client" on):
+ * each runs the real ./server over loopback with the option it tests, and
+ * plays the client that attacks it, vanishes, or is in the way when the
+ * server stops.
  *
  * Each TCase starts its own server with its own options (an unchecked
  * fixture, stopped by pid); timeouts are set to a second or two so that the

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""The attacks and faults of chapter 12, each a few lines, against a server on
-127.0.0.1. Run one against the server of step 10, then of step 11:
+"""The attacks and faults of the chapters from "The slow client" to "Going away",
+each a few lines, against a server on 127.0.0.1. Run one against the core server
+(before those chapters), then against the step that fixes it:
 
     python3 tutorial/attacks/attack.py slowloris --port 5175 --pid SERVER_PID
     python3 tutorial/attacks/attack.py silent --port 5175 --pid SERVER_PID
@@ -41,8 +42,8 @@ def open_websocket(port, extra=""):
     return sock, response.split(b"\r\n")[0].decode()
 
 
-def read_frame(sock):
-    """(opcode, payload) of the server's next frame; None if it hung up."""
+def read_frame_and_fin(sock):
+    """(fin, opcode, payload) of the server's next frame; None if it hung up."""
     try:
         header = sock.recv(2, socket.MSG_WAITALL)
         if len(header) < 2:
@@ -50,9 +51,39 @@ def read_frame(sock):
         length = header[1] & 0x7F
         if length == 126:
             length = struct.unpack("!H", sock.recv(2, socket.MSG_WAITALL))[0]
-        return header[0] & 0x0F, sock.recv(length, socket.MSG_WAITALL) if length else b""
+        payload = sock.recv(length, socket.MSG_WAITALL) if length else b""
+        return bool(header[0] & 0x80), header[0] & 0x0F, payload
     except ConnectionResetError:
         return None
+
+
+def read_frame(sock):
+    """(opcode, payload) of the server's next frame; None if it hung up."""
+    frame = read_frame_and_fin(sock)
+    return None if frame is None else frame[1:]
+
+
+def read_message(sock):
+    """(opcode, payload) of the server's next message, however many frames it
+    came back in, or of its next close frame; None if it hung up. The server
+    echoes what has arrived: a message whose frame was split between two reads
+    comes back as two frames, and counts once."""
+    while True:
+        frame = read_frame_and_fin(sock)
+        if frame is None:
+            return None
+        fin, opcode, payload = frame
+        if opcode <= 8:
+            break  # data or close; pings and pongs are skipped
+    while not fin and opcode != 8:
+        frame = read_frame_and_fin(sock)
+        if frame is None:
+            return None
+        if frame[1] >= 8:
+            continue  # a control frame between two frames of the message
+        fin, _, more = frame
+        payload += more
+    return opcode, payload
 
 
 def slowloris(port, pid):
@@ -109,8 +140,8 @@ def stop(port, pid):
         payload = f"message {i}".encode()
         sock.sendall(struct.pack("!BB", 0x81, 0x80 | len(payload)) + b"\0\0\0\0" + payload)
     os.kill(pid, signal.SIGTERM)
-    echoed = 0
-    while (frame := read_frame(sock)) is not None and frame[0] != 8:
+    echoed = 0  # messages, not frames: a message may come back in two frames
+    while (frame := read_message(sock)) is not None and frame[0] != 8:
         echoed += 1
     print(f"{echoed} of 1000 echoed, then", "nothing: the connection was cut (1006)"
           if frame is None else f"a close frame: {struct.unpack('!H', frame[1][:2])[0]}")

@@ -57,7 +57,7 @@ def main(argv):
     build(source, binary)
     # A finished server takes the options of step 2 on, whatever the step number.
     options = getattr(module, "SERVER_OPTIONS", ())
-    return test_steps.run_tests(tests, binary, step=99, label=project, options=options)
+    return test_steps.run_tests(tests, binary, step=None, label=project, options=options)
 
 
 if __name__ == "__main__":
