@@ -144,15 +144,7 @@ def check_printable(name, trace):
 
 
 def transcript(server, session):
-    with tempfile.TemporaryFile() as log:
-        process, port = start_server(server, log)
-        try:
-            session(port)
-        finally:
-            process.terminate()
-            process.wait(timeout=10)
-        log.seek(0)
-        return log.read().decode()
+    return raw_transcript(server, session).decode()
 
 
 def check(name, got, expected):
