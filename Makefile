@@ -1,10 +1,11 @@
 # Makefile -- build, run and test the WebSocket echo server.
 #
 #   make run     build and start the server on ws://localhost:5175
+#   make run-tls the same on wss://localhost:5175, with a certificate of its own
 #   make test    build and run every test
 #   make help    list every target
 #
-# Building needs a C compiler, pkg-config and OpenSSL's libcrypto; only the
+# Building needs a C compiler, pkg-config and OpenSSL (libcrypto and libssl); only the
 # tests need Check (the unit-test library) and Python's websockets. The
 # targets for maintainers and CI (sanitizers, fuzzing, linting, benchmarks)
 # are in maintainer.mk, included at the end.
@@ -29,8 +30,8 @@ ALL_CFLAGS = -std=c11 $(WARNINGS) -pthread $(CFLAGS)
 
 # Library flags come from pkg-config. "=" (not ":=") defers the call until a
 # recipe runs, which is after "deps" (or "check-deps") has installed them.
-CRYPTO_CFLAGS = $(shell $(PKG_CONFIG) --cflags libcrypto)
-CRYPTO_LIBS   = $(shell $(PKG_CONFIG) --libs libcrypto)
+CRYPTO_CFLAGS = $(shell $(PKG_CONFIG) --cflags libssl libcrypto)
+CRYPTO_LIBS   = $(shell $(PKG_CONFIG) --libs libssl libcrypto)
 CHECK_CFLAGS  = $(shell $(PKG_CONFIG) --cflags check)
 CHECK_LIBS    = $(shell $(PKG_CONFIG) --libs check)
 
@@ -45,13 +46,28 @@ TEST_PROGRAMS  = tests/unit_tests tests/integration_tests tests/reliability_test
 	tests/conformance_tests
 CLEAN_FILES    = server *.o $(TEST_PROGRAMS)
 
-.PHONY: all run test test-programs unit integration reliability conformance interop \
+.PHONY: all run run-tls test test-programs unit integration reliability conformance interop \
 	deps check-deps test-deps install uninstall clean help
 
 all: server ## build the server
 
 run: server ## build and start the server on ws://localhost:5175
 	./server
+
+# A certificate that says it is localhost, signed by itself: enough for a
+# classroom (a browser asks once whether to trust it), never for the open
+# Internet (there, use one from a certificate authority: README, "wss://").
+TLS_DIR = build/tls
+
+$(TLS_DIR)/cert.pem:
+	mkdir -p $(TLS_DIR)
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
+		-subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1 \
+		-keyout $(TLS_DIR)/key.pem -out $@ 2>/dev/null
+
+run-tls: server $(TLS_DIR)/cert.pem ## the same on wss://localhost:5175, with a self-signed certificate
+	./server --tls-cert $(TLS_DIR)/cert.pem --tls-key $(TLS_DIR)/key.pem \
+		--client-page web/client.html
 
 test: server $(TEST_PROGRAMS) | test-deps ## build and run every test
 	@PYTHON=$(PYTHON) sh tests/run_all.sh
@@ -73,7 +89,8 @@ conformance: server tests/conformance_tests ## Autobahn-style protocol cases, se
 interop: server | test-deps ## a client nobody here wrote: Python's websockets
 	$(PYTHON) tests/interop_websockets.py ./server
 
-# The server: needs libcrypto (for SHA-1 and base64 in the handshake), no more.
+# The server: needs libcrypto (for SHA-1 and base64 in the handshake) and
+# libssl (for wss://), no more.
 server: $(SERVER_OBJECTS)
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $(SERVER_OBJECTS) $(CRYPTO_LIBS)
 
@@ -114,8 +131,8 @@ define install_if_missing
 	sh -c "$$cmd"
 endef
 
-deps: ## install pkg-config and libcrypto (libssl-dev), if pkg-config cannot find them
-	$(call install_if_missing,$(BUILD_PACKAGES),$(PKG_CONFIG) --exists libcrypto 2>/dev/null)
+deps: ## install pkg-config and OpenSSL (libssl-dev), if pkg-config cannot find them
+	$(call install_if_missing,$(BUILD_PACKAGES),$(PKG_CONFIG) --exists libssl libcrypto 2>/dev/null)
 
 check-deps: | deps ## install Check, the unit-test library, if pkg-config cannot find it
 	$(call install_if_missing,$(CHECK_PACKAGES),$(PKG_CONFIG) --exists check 2>/dev/null)

@@ -77,6 +77,9 @@ struct options {
     int allowed_origin_count;
     bool quiet;
     bool trace;
+    const char *tls_certificate_path; /* --tls-cert and --tls-key, or NULL */
+    const char *tls_key_path;
+    struct ws_tls *tls;           /* loaded from them at start: serve wss:// */
     const char *client_page_path; /* --client-page: the HTML file, or NULL */
     char *client_page;            /* its contents, read once at start */
     size_t client_page_length;
@@ -96,13 +99,13 @@ static void print_usage(FILE *out, long default_max_connections)
             "      --max-connections=N    more clients at once get 503 (default %ld)\n"
             "      --max-message=BYTES    larger messages get close 1009 (default 16777216)\n"
             "      --handshake-timeout=S  a request not complete in S s gets 408 (default 10)\n"
-            "      --ping-interval=S      ping a client silent for S s; close it with 1001\n"
-            "                             if it stays silent another S (default 30)\n"
-            "      --shutdown-timeout=S   on SIGINT/SIGTERM, close all with 1001 and wait\n"
-            "                             S s for them (default 5)\n"
+            "      --ping-interval=S      ping after S s silent; 1001 after 2S (default 30)\n"
+            "      --shutdown-timeout=S   on SIGTERM, 1001 to all, then wait S s (default 5)\n"
             "      --allow-origin=ORIGIN  accept browsers from ORIGIN only (repeatable;\n"
             "                             default: from any origin)\n"
             "      --client-page=FILE     serve FILE (web/client.html) at GET / (default off)\n"
+            "      --tls-cert=FILE        serve wss:// with this certificate (default off)\n"
+            "      --tls-key=FILE         its private key, with --tls-cert (default none)\n"
             "  -t, --trace                print the handshake and every frame on stderr\n"
             "  -q, --quiet                no log line per connection on stderr\n"
             "  -h, --help                 show this help and exit\n"
@@ -133,6 +136,8 @@ enum {
     OPTION_SHUTDOWN_TIMEOUT,
     OPTION_ALLOW_ORIGIN,
     OPTION_CLIENT_PAGE,
+    OPTION_TLS_CERT,
+    OPTION_TLS_KEY,
 };
 
 /* Stores one numeric option in *options. Returns 0, or -1 after saying what
@@ -196,6 +201,8 @@ static int parse_options(int argc, char **argv, struct options *options)
         {"quiet", no_argument, NULL, 'q'},
         {"trace", no_argument, NULL, 't'},
         {"client-page", required_argument, NULL, OPTION_CLIENT_PAGE},
+        {"tls-cert", required_argument, NULL, OPTION_TLS_CERT},
+        {"tls-key", required_argument, NULL, OPTION_TLS_KEY},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -210,6 +217,8 @@ static int parse_options(int argc, char **argv, struct options *options)
         case 'q': options->quiet = true; break;
         case 't': options->trace = true; break;
         case OPTION_CLIENT_PAGE: options->client_page_path = optarg; break;
+        case OPTION_TLS_CERT: options->tls_certificate_path = optarg; break;
+        case OPTION_TLS_KEY: options->tls_key_path = optarg; break;
         case OPTION_ALLOW_ORIGIN: error = add_allowed_origin(options, optarg); break;
         case OPTION_MAX_CONNECTIONS:
         case OPTION_MAX_MESSAGE:
@@ -230,6 +239,12 @@ static int parse_options(int argc, char **argv, struct options *options)
     long long port = 0;
     if (!parse_number(options->port, 0, 65535, &port)) {
         fprintf(stderr, "server: invalid port '%s' (use 0 to 65535)\n", options->port);
+        return -1;
+    }
+    bool has_certificate = options->tls_certificate_path != NULL;
+    bool has_key = options->tls_key_path != NULL;
+    if (has_certificate != has_key) {
+        fprintf(stderr, "server: --tls-cert and --tls-key go together\n");
         return -1;
     }
     return 0;
@@ -314,6 +329,21 @@ static void set_default_options(struct options *options)
     };
 }
 
+/* --tls-cert and --tls-key: loaded once, at start, so that a missing file or
+ * a key that does not match is said now, not at the first client. Returns 0,
+ * or -1 after saying why. */
+static int load_tls(struct options *options)
+{
+    char error[256];
+    options->tls =
+        ws_tls_load(options->tls_certificate_path, options->tls_key_path, error, sizeof error);
+    if (options->tls == NULL) {
+        fprintf(stderr, "server: %s\n", error);
+        return -1;
+    }
+    return 0;
+}
+
 /* ==== Logging =========================================================== */
 
 /* Writes text and a newline to stderr with one write(), so that lines from
@@ -368,8 +398,8 @@ static void describe_address(const struct sockaddr *address, socklen_t length, c
 /* One client with a thread. The accept loop fills it in; from then on only
  * the client's thread touches it, except for the registry's links. */
 struct client {
-    int fd;
-    unsigned long id; /* 1 for the first client, 2 for the next... */
+    struct ws_transport transport; /* the socket, and TLS over it with --tls-cert */
+    unsigned long id;              /* 1 for the first client, 2 for the next... */
     char peer[INET6_ADDRSTRLEN + 16];
     struct timespec started;
     const struct options *options;
@@ -451,8 +481,8 @@ static void unregister_client(struct client *client)
     if (client->next != NULL)
         client->next->previous = client->previous;
     registry.count--;
-    if (client->fd >= 0) /* a client refused at once gave its socket to the lingerer */
-        close(client->fd);
+    if (client->transport.fd >= 0) /* a client refused at once gave its socket away */
+        ws_transport_close(&client->transport);
     free(client);
     pthread_cond_broadcast(&registry.changed);
     pthread_mutex_unlock(&registry.lock);
@@ -480,7 +510,7 @@ static void disconnect_all_clients(void)
 {
     pthread_mutex_lock(&registry.lock);
     for (struct client *client = registry.first; client != NULL; client = client->next)
-        shutdown(client->fd, SHUT_RDWR);
+        shutdown(client->transport.fd, SHUT_RDWR);
     pthread_mutex_unlock(&registry.lock);
 }
 
@@ -554,7 +584,7 @@ static bool is_origin_allowed(const struct options *options, const struct ws_req
 }
 
 /* Answers a request that will not become a WebSocket, and logs it. */
-static void refuse(const struct client *client, const struct ws_request *request,
+static void refuse(struct client *client, const struct ws_request *request,
                    const struct ws_refusal *refusal)
 {
     if (refusal->status != 0)
@@ -566,7 +596,20 @@ static void refuse(const struct client *client, const struct ws_request *request
                  ws_status_text(refusal->status), refusal->reason);
         trace_line((void *)client, line);
     }
-    ws_refuse(client->fd, request, refusal);
+    ws_refuse(&client->transport, request, refusal);
+}
+
+/* --tls-cert: the TLS handshake comes first, before the HTTP request. Its
+ * failures are logged here, as a client that never finished it could not
+ * read an answer: refuse() logs only what it answers. */
+static bool start_tls(struct client *client, struct ws_refusal *refusal)
+{
+    if (ws_start_tls(&client->transport, client->options->tls, &client->settings, refusal) == 0)
+        return true;
+    if (refusal->status == 0)
+        log_line(client->options, "refuse %s thread %lu: TLS handshake failed: %s", client->peer,
+                 client->id, refusal->reason);
+    return false;
 }
 
 static double seconds_since(const struct timespec *start)
@@ -590,12 +633,16 @@ static bool is_page_request(const struct options *options, const struct ws_reque
  * and handed to the notifier; anything else is answered with an error status
  * (400 Bad Request; 426 for a WebSocket version other than 13; 403 for an
  * origin that is not allowed; 408 when the request is too slow to arrive). */
-static void websocket_controller_get(const struct client *client)
+static void websocket_controller_get(struct client *client)
 {
     const struct options *options = client->options;
     struct ws_request request;
     struct ws_refusal refusal;
-    if (ws_read_request(client->fd, &request, &refusal, &client->settings) != 0) {
+    if (options->tls != NULL && !start_tls(client, &refusal)) {
+        refuse(client, NULL, &refusal); /* a 400 in plain text; nothing else can be said */
+        return;
+    }
+    if (ws_read_request(&client->transport, &request, &refusal, &client->settings) != 0) {
         refuse(client, &request, &refusal);
         return;
     }
@@ -604,7 +651,7 @@ static void websocket_controller_get(const struct client *client)
     if (is_page_request(options, &request)) {
         log_line(options, "page %s thread %lu: %s %s", client->peer, client->id, request.method,
                  request.target);
-        ws_send_page(client->fd, &request, "text/html; charset=utf-8", options->client_page,
+        ws_send_page(&client->transport, &request, "text/html; charset=utf-8", options->client_page,
                      options->client_page_length);
         return;
     }
@@ -617,10 +664,13 @@ static void websocket_controller_get(const struct client *client)
         refuse(client, &request, &refusal);
         return;
     }
-    struct ws *ws = ws_accept(client->fd, &request, &client->settings);
+    struct ws *ws = ws_accept(&client->transport, &request, &client->settings);
     if (ws == NULL)
         return;
-    log_line(options, "open %s thread %lu", client->peer, client->id);
+    char security[128];
+    ws_transport_security(&client->transport, security, sizeof security);
+    log_line(options, "open %s thread %lu%s%s", client->peer, client->id,
+             security[0] != '\0' ? " over " : "", security);
     notifier_handle(ws);
     struct ws_stats stats;
     ws_get_stats(ws, &stats);
@@ -741,14 +791,24 @@ static void *linger_thread(void *arg)
  * client no longer owns it. */
 static void refuse_at_once(struct client *client, const char *reason)
 {
+    int fd = client->transport.fd;
+    client->transport.fd = -1;
+    if (client->options->tls != NULL) {
+        /* A TLS client could read an answer only after a TLS handshake, which
+         * takes a round trip and some cryptography: too long for the accept
+         * loop. It is closed without one, and sees the connection reset. */
+        log_line(client->options, "refuse %s: %s (closed: no answer before TLS)", client->peer,
+                 reason);
+        close(fd);
+        return;
+    }
     log_line(client->options, "refuse %s: 503 %s", client->peer, reason);
     struct ws_refusal refusal = {503, reason, RETRY_AFTER_SECONDS};
-    ws_refuse_without_waiting(client->fd, &refusal);
+    ws_refuse_without_waiting(fd, &refusal);
     /* A write of at most PIPE_BUF bytes to a pipe is all or nothing. When the
      * pipe is full (the lingerer is far behind), the socket is closed now. */
-    if (write(linger_pipe[1], &client->fd, sizeof client->fd) != (ssize_t)sizeof client->fd)
-        close(client->fd);
-    client->fd = -1;
+    if (write(linger_pipe[1], &fd, sizeof fd) != (ssize_t)sizeof fd)
+        close(fd);
 }
 
 /* Starts a detached thread for a registered client: nobody waits for it to
@@ -801,7 +861,7 @@ static void serve_client(int fd, const struct sockaddr_storage *peer, socklen_t 
         close(fd);
         return;
     }
-    client->fd = fd;
+    ws_transport_init(&client->transport, fd);
     client->options = options;
     client->settings = options->ws;
     if (options->trace) {
@@ -946,6 +1006,8 @@ int main(int argc, char **argv)
         read_whole_file(options.client_page_path, &options.client_page,
                         &options.client_page_length) != 0)
         return EXIT_FAILURE;
+    if (options.tls_certificate_path != NULL && load_tls(&options) != 0)
+        return EXIT_FAILURE;
     if (install_stop_handlers() != 0) {
         perror("server: cannot set up the signal handlers");
         return EXIT_FAILURE;
@@ -966,7 +1028,8 @@ int main(int argc, char **argv)
 
     char address[INET6_ADDRSTRLEN + 16];
     describe_local_address(listen_fd, address, sizeof address);
-    printf("Listening on ws://%s (press Ctrl+C to stop)\n", address);
+    printf("Listening on %s://%s (press Ctrl+C to stop)\n", options.tls != NULL ? "wss" : "ws",
+           address);
     fflush(stdout);
 
     accept_loop(listen_fd, stop_pipe[0], &options);
@@ -979,6 +1042,7 @@ int main(int argc, char **argv)
          * and standard error has no buffer). */
         _exit(EXIT_SUCCESS);
     }
-    free(options.client_page); /* every client is done with it */
+    free(options.client_page); /* every client is done with it, and with TLS */
+    ws_tls_free(options.tls);
     return EXIT_SUCCESS;
 }

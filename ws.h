@@ -142,6 +142,64 @@ struct ws_settings {
     int stop_fd;
 };
 
+/* ==== The transport: TCP, or TLS over TCP ============================== */
+
+/* A connection's bytes travel over a plain TCP socket (ws://), or through TLS
+ * over one (wss://, RFC 6455 §11.1.2): TLS encrypts them and proves to the
+ * client that it talks to the server its URL names. Every function below
+ * takes a struct ws_transport, and only the first section of ws.c looks at
+ * which kind it is: the HTTP request, the frames and the closing handshake
+ * above it are the same bytes either way. */
+
+/* The server's certificate and private key, loaded once at start and shared
+ * by every connection (OpenSSL's SSL_CTX, which threads may share). */
+struct ws_tls;
+
+/* Loads a certificate chain and its private key (PEM files) for TLS 1.2 and
+ * newer, with OpenSSL's default choice of ciphers. Returns NULL when they
+ * cannot be used, after writing why into error (at most error_size bytes):
+ * a server should say so at start rather than fail at its first client. */
+struct ws_tls *ws_tls_load(const char *certificate_file, const char *key_file, char *error,
+                           size_t error_size);
+
+void ws_tls_free(struct ws_tls *tls);
+
+struct ssl_st;     /* OpenSSL's SSL: one TLS session */
+struct ws_refusal; /* below, with the HTTP request */
+
+struct ws_transport {
+    struct ssl_st *tls; /* the TLS session over fd, or NULL for plain TCP */
+    /* When the client connected (CLOCK_MONOTONIC, in milliseconds): the TLS
+     * handshake and the HTTP request share one handshake timeout. */
+    int64_t opened_at;
+    int fd; /* the TCP socket */
+    /* A send that cannot go on for this long fails (0: it waits for ever);
+     * ws_accept() sets it from the keep-alive interval. */
+    int send_timeout_milliseconds;
+};
+
+/* Makes transport a plain TCP connection over fd, opened now. */
+void ws_transport_init(struct ws_transport *transport, int fd);
+
+/* Runs the server's side of the TLS handshake on a plain transport, which
+ * then carries everything through TLS. The handshake must end within
+ * settings->handshake_timeout_seconds of the connection's start (a client
+ * that connects and never says hello is cut off), and stops when
+ * settings->stop_fd becomes readable. Returns 0, or -1 with *refusal: status
+ * 400 when the client sent plain HTTP (a ws:// or http:// URL for this
+ * port), which ws_refuse() answers in plain text, as the client expects;
+ * status 0 when there is nobody to answer (the handshake failed or timed
+ * out: the reason says which). */
+int ws_start_tls(struct ws_transport *transport, struct ws_tls *tls,
+                 const struct ws_settings *settings, struct ws_refusal *refusal);
+
+/* The TLS version and cipher of a TLS transport, as "TLSv1.3
+ * TLS_AES_256_GCM_SHA384", or "" for plain TCP; for the log and --trace. */
+const char *ws_transport_security(const struct ws_transport *transport, char *out, size_t size);
+
+/* Ends a transport: frees its TLS session and closes its socket. */
+void ws_transport_close(struct ws_transport *transport);
+
 /* ==== The HTTP request (RFC 9112) ======================================= */
 
 struct ws_header {
@@ -174,14 +232,14 @@ struct ws_refusal {
     int retry_after_seconds;
 };
 
-/* Reads one HTTP request from fd, up to and including the blank line, and
- * parses it. Returns 0, or -1 with *refusal saying why: 431 for a request
+/* Reads one HTTP request from transport, up to and including the blank line,
+ * and parses it. Returns 0, or -1 with *refusal saying why: 431 for a request
  * larger than WS_MAX_REQUEST_SIZE, 400 for a malformed one, 408 when the
- * whole request has not arrived within settings->handshake_timeout_seconds,
- * 503 when settings->stop_fd says the server is shutting down, 0 when the
- * connection closed or failed first. */
-int ws_read_request(int fd, struct ws_request *request, struct ws_refusal *refusal,
-                    const struct ws_settings *settings);
+ * whole request has not arrived within settings->handshake_timeout_seconds
+ * of the connection's start, 503 when settings->stop_fd says the server is
+ * shutting down, 0 when the connection closed or failed first. */
+int ws_read_request(struct ws_transport *transport, struct ws_request *request,
+                    struct ws_refusal *refusal, const struct ws_settings *settings);
 
 /* The value of the first header called name (case-insensitive), or NULL. */
 const char *ws_request_header(const struct ws_request *request, const char *name);
@@ -195,10 +253,12 @@ bool ws_is_websocket_request(const struct ws_request *request, struct ws_refusal
  * (the reason, of any length), and "Connection: close", then ends the
  * connection gently (it waits up to 2 s for the client to leave). request
  * may be NULL. Returns 0, or -1 if the answer could not be sent. */
-int ws_refuse(int fd, const struct ws_request *request, const struct ws_refusal *refusal);
+int ws_refuse(struct ws_transport *transport, const struct ws_request *request,
+              const struct ws_refusal *refusal);
 
 /* The same answer, for a caller that cannot wait for one client: the accept
- * loop, refusing a client it has no room for. The request is not read, and
+ * loop, refusing a client it has no room for, over plain TCP (a TLS client
+ * would need a handshake first). The request is not read, and
  * nothing waits: the answer is sent and our side of the connection shut down.
  * The caller must not close fd at once: whatever the client sent and we did
  * not read would make the kernel answer with a reset, which can destroy the
@@ -210,8 +270,8 @@ int ws_refuse_without_waiting(int fd, const struct ws_refusal *refusal);
  * "Connection: close"), for the browser client page (--client-page).
  * Returns 0, or -1 if it could not be sent (EINVAL for a content_type with a
  * control character in it). */
-int ws_send_page(int fd, const struct ws_request *request, const char *content_type,
-                 const char *body, size_t length);
+int ws_send_page(struct ws_transport *transport, const struct ws_request *request,
+                 const char *content_type, const char *body, size_t length);
 
 /* ==== A WebSocket connection ============================================ */
 
@@ -230,9 +290,10 @@ struct ws_receive_result {
 
 /* Completes the opening handshake for a request that ws_is_websocket_request()
  * accepted: sends "101 Switching Protocols" and returns a new connection,
- * OPEN, or NULL. The caller still owns fd, and closes it after ws_free(). The
- * connection keeps a copy of *settings. */
-struct ws *ws_accept(int fd, const struct ws_request *request, const struct ws_settings *settings);
+ * OPEN, or NULL. The caller still owns the transport, and closes it after
+ * ws_free(). The connection keeps a copy of *settings. */
+struct ws *ws_accept(struct ws_transport *transport, const struct ws_request *request,
+                     const struct ws_settings *settings);
 
 /* Receives the next chunk of the current message into buf (at most len bytes,
  * len > 0) and describes it in *result. Pings are answered and pongs skipped

@@ -54,7 +54,9 @@ static void fuzz_refuse(int status, bool is_head, const char *reason)
         return;
     shutdown(ends[1], SHUT_WR); /* so that the answer's linger ends at once */
     struct ws_refusal refusal = {status, reason, status == 503 ? 5 : 0};
-    if (ws_refuse(ends[0], &request, &refusal) != 0)
+    struct ws_transport transport;
+    ws_transport_init(&transport, ends[0]);
+    if (ws_refuse(&transport, &request, &refusal) != 0)
         abort();
     close(ends[0]);
     static char response[16384];
@@ -73,7 +75,9 @@ static void fuzz_send_page(bool is_head, const char *content_type)
     if (socketpair(AF_UNIX, SOCK_STREAM, 0, ends) != 0)
         return;
     shutdown(ends[1], SHUT_WR);
-    int sent = ws_send_page(ends[0], &request, content_type, "<p>page</p>", 11);
+    struct ws_transport transport;
+    ws_transport_init(&transport, ends[0]);
+    int sent = ws_send_page(&transport, &request, content_type, "<p>page</p>", 11);
     close(ends[0]);
     static char response[16384];
     size_t length = read_all(ends[1], response, sizeof response);

@@ -1,17 +1,22 @@
 // interop_node.js -- Node's ws (npm), a client nobody here wrote, against our
 // server. Run by tests/interop_node.sh, which installs ws into tests/node/.
-// Usage: node tests/interop_node.js PORT; prints "N passed, N failed".
+// Usage: node tests/interop_node.js PORT [CA_FILE]; prints "N passed, N failed".
+// With CA_FILE, it connects to wss://localhost:PORT/ and trusts that
+// certificate authority (tests/test_tls.py).
 "use strict";
+const fs = require("fs");
 const WebSocket = require("ws");
 
-const url = `ws://127.0.0.1:${process.argv[2]}/`;
+const ca = process.argv[3] ? fs.readFileSync(process.argv[3]) : undefined;
+const url = ca ? `wss://localhost:${process.argv[2]}/` : `ws://127.0.0.1:${process.argv[2]}/`;
+const clientOptions = ca ? { ca } : {};
 let passed = 0;
 let failed = 0;
 
 // Opens a connection, runs body(ws, next) where next() resolves with the next
 // message (data, isBinary), and reports the test.
 async function test(name, body) {
-  const ws = new WebSocket(url);
+  const ws = new WebSocket(url, clientOptions);
   const queue = [];
   const waiting = [];
   ws.on("message", (data, isBinary) => {

@@ -50,6 +50,8 @@ run "$PYTHON" tests/interop_websockets.py ./server
 run sh tests/interop_node.sh ./server
 run sh tests/interop_curl.sh ./server
 run "$PYTHON" tests/test_browser.py ./server
+# wss://: TLS with a certificate authority the test makes.
+run "$PYTHON" tests/test_tls.py ./server
 # Behind a real proxy: nginx, TLS, two servers.
 run "$PYTHON" tests/nginx_demo.py
 

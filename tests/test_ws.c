@@ -570,6 +570,14 @@ END_TEST
 /* No limits and no timers: what each test below changes, it sets. */
 static const struct ws_settings NO_LIMITS = {.stop_fd = -1};
 
+/* The server's end of a socketpair, as a plain (not TLS) transport. */
+static struct ws_transport plain_transport(int fd)
+{
+    struct ws_transport transport;
+    ws_transport_init(&transport, fd);
+    return transport;
+}
+
 /* Accepts GOOD_REQUEST on ends[0] of a new socketpair; the test plays the
  * client on ends[1]. The 101 response is read and dropped. */
 static struct ws *accept_on_socketpair(int ends[2], const struct ws_settings *settings)
@@ -578,7 +586,8 @@ static struct ws *accept_on_socketpair(int ends[2], const struct ws_settings *se
     struct ws_refusal refusal;
     ck_assert_int_eq(parse(&request, GOOD_REQUEST, &refusal), 0);
     ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, ends), 0);
-    struct ws *ws = ws_accept(ends[0], &request, settings);
+    struct ws_transport transport = plain_transport(ends[0]);
+    struct ws *ws = ws_accept(&transport, &request, settings);
     ck_assert_ptr_nonnull(ws);
     char response[256];
     ck_assert_int_gt(recv(ends[1], response, sizeof response, 0), 0);
@@ -763,7 +772,8 @@ START_TEST(test_request_that_never_ends_gets_408)
     settings.handshake_timeout_seconds = 1;
     static struct ws_request request;
     struct ws_refusal refusal;
-    ck_assert_int_eq(ws_read_request(ends[0], &request, &refusal, &settings), -1);
+    struct ws_transport transport = plain_transport(ends[0]);
+    ck_assert_int_eq(ws_read_request(&transport, &request, &refusal, &settings), -1);
     ck_assert_int_eq(refusal.status, 408);
     close(ends[0]);
     close(ends[1]);
@@ -782,7 +792,8 @@ START_TEST(test_request_during_shutdown_gets_503)
     static struct ws_request request;
     memset(&request, 0xAB, sizeof request); /* as garbage as an uninitialised stack */
     struct ws_refusal refusal;
-    ck_assert_int_eq(ws_read_request(ends[0], &request, &refusal, &settings), -1);
+    struct ws_transport transport = plain_transport(ends[0]);
+    ck_assert_int_eq(ws_read_request(&transport, &request, &refusal, &settings), -1);
     ck_assert_int_eq(refusal.status, 503);
     /* ws_refuse() looks at the method of the request it answers: a request
      * refused before it was parsed must not hold a stale one. */
@@ -828,7 +839,8 @@ START_TEST(test_refusal_with_a_long_reason_is_sent_whole)
     ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, ends), 0);
     shutdown(ends[1], SHUT_WR); /* so that the server's linger ends at once */
     struct ws_refusal refusal = {400, reason, 0};
-    ck_assert_int_eq(ws_refuse(ends[0], NULL, &refusal), 0);
+    struct ws_transport transport = plain_transport(ends[0]);
+    ck_assert_int_eq(ws_refuse(&transport, NULL, &refusal), 0);
     close(ends[0]);
     static char response[4096];
     read_all(ends[1], response, sizeof response);
@@ -852,7 +864,8 @@ START_TEST(test_page_with_a_long_content_type_is_sent_whole)
     int ends[2];
     ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, ends), 0);
     shutdown(ends[1], SHUT_WR);
-    ck_assert_int_eq(ws_send_page(ends[0], &request, type, "<p>hi</p>", 9), 0);
+    struct ws_transport transport = plain_transport(ends[0]);
+    ck_assert_int_eq(ws_send_page(&transport, &request, type, "<p>hi</p>", 9), 0);
     close(ends[0]);
     static char response[4096];
     read_all(ends[1], response, sizeof response);
