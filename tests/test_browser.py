@@ -3,7 +3,9 @@
 Chromium, headless, driven through its DevTools protocol, which is itself a
 WebSocket (spoken here with Python's websockets).
 
-The page is served by the server (--client-page) and also opened from disk;
+The page is served by the server (--client-page), over http:// and, with
+--tls-cert, over https:// (it then connects with wss://), and also opened
+from disk;
 the test clicks its buttons, types, chooses a file, and asserts on the echoed
 rows of the page's table and on the close event, as a student would see
 them. It also saves a screenshot to build/client-page.png.
@@ -14,6 +16,7 @@ reason, when Chromium or websockets is missing).
 """
 import asyncio
 import base64
+import hashlib
 import json
 import os
 import re
@@ -40,10 +43,10 @@ def skip(reason):
 class Browser:
     """Chromium with a DevTools endpoint on a free loopback port."""
 
-    def __init__(self, chromium):
+    def __init__(self, chromium, *flags):
         self.profile = tempfile.mkdtemp(prefix="chromium-profile-")
         self.process = subprocess.Popen(
-            [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={self.profile}",
+            [chromium, *CHROMIUM_FLAGS, *flags, f"--user-data-dir={self.profile}",
              "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
              "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 30
@@ -157,16 +160,42 @@ def check_rows(rows, binary):
     assert rows[-1]["data"] == 'code 4000, reason "done"', rows[-1]
 
 
+def self_signed_certificate(folder):
+    """A certificate for 127.0.0.1, and the flag that makes Chromium trust
+    that one key (the SHA-256 of its public key), as a student's browser
+    trusts it after they accept it once."""
+    key, certificate = f"{folder}/key.pem", f"{folder}/cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj",
+                    "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", key, "-out", certificate],
+                   check=True, capture_output=True)
+    public_key = subprocess.run(["openssl", "x509", "-in", certificate, "-pubkey", "-noout"],
+                                check=True, capture_output=True).stdout
+    der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "der"], input=public_key,
+                         check=True, capture_output=True).stdout
+    spki = base64.b64encode(hashlib.sha256(der).digest()).decode()
+    return certificate, key, f"--ignore-certificate-errors-spki-list={spki}"
+
+
+def start_server(server, *options):
+    process = subprocess.Popen([server, "--port", "0", "--quiet", "--client-page", PAGE,
+                                *options], stdout=subprocess.PIPE)
+    port = int(process.stdout.readline().decode().rsplit(":", 1)[1].split()[0])
+    return process, port
+
+
 async def run(server, chromium):
     import websockets  # Debian's python3-websockets
     results = []
     binary = bytes((i * 7) % 256 for i in range(1000))
     with tempfile.NamedTemporaryFile(suffix=".bin", delete=False) as file:
         file.write(binary)
-    process = subprocess.Popen([server, "--port", "0", "--quiet", "--client-page", PAGE],
-                               stdout=subprocess.PIPE)
-    port = int(process.stdout.readline().decode().rsplit(":", 1)[1].split()[0])
-    browser = Browser(chromium)
+    folder = tempfile.mkdtemp(prefix="browser-tls-")
+    certificate, key, trust_flag = self_signed_certificate(folder)
+    process, port = start_server(server)
+    tls_process, tls_port = start_server(server, "--tls-cert", certificate, "--tls-key", key)
+    browser = Browser(chromium, trust_flag)
     try:
         async with websockets.connect(browser.page_socket_url(), max_size=None) as socket:
             page = Page(socket)
@@ -174,7 +203,9 @@ async def run(server, chromium):
                     ("the page served by --client-page echoes text and a file, and closes with 4000",
                      f"http://127.0.0.1:{port}/", None),
                     ("the page opened from disk does the same",
-                     "file://" + PAGE, f"ws://127.0.0.1:{port}/")]:
+                     "file://" + PAGE, f"ws://127.0.0.1:{port}/"),
+                    ("the page served over https:// (--tls-cert) does the same over wss://",
+                     f"https://127.0.0.1:{tls_port}/", None)]:
                 try:
                     await page.open(url)
                     if address:
@@ -192,9 +223,11 @@ async def run(server, chromium):
                 out.write(base64.b64decode(shot["data"]))
     finally:
         browser.stop()
-        process.terminate()
-        process.wait(timeout=10)
+        for server_process in (process, tls_process):
+            server_process.terminate()
+            server_process.wait(timeout=10)
         os.unlink(file.name)
+        shutil.rmtree(folder, ignore_errors=True)
     return results
 
 
