@@ -716,7 +716,8 @@ struct ws_tls *ws_tls_load(const char *certificate_file, const char *key_file, c
         return tls_load_error(NULL, "cannot set up TLS for", certificate_file, error, error_size);
     /* TLS 1.0 and 1.1 are deprecated (RFC 8996). Renegotiation (TLS 1.2) would
      * let a client make us redo the costly handshake at will. Releasing the
-     * read and write buffers while idle saves some 34 KiB per connection. */
+     * read and write buffers while a connection is idle saved 9.5 KiB of the
+     * 71 KiB an idle wss:// connection cost (1,000 held; ws:// costs 25). */
     SSL_CTX_set_min_proto_version(context, TLS1_2_VERSION);
     SSL_CTX_set_options(context, SSL_OP_NO_RENEGOTIATION);
     SSL_CTX_set_mode(context, SSL_MODE_RELEASE_BUFFERS);
