@@ -84,12 +84,11 @@ struct ws {
 
     struct ws_transport transport; /* TCP, or TLS over TCP */
 
-    size_t frame_header_size; /* 2 to 14 bytes, for --trace */
-
     /* Received bytes not yet used are inbox[in_start] .. inbox[in_end - 1]. */
     size_t in_start;
     size_t in_end;
 
+    int frame_header_size;             /* 2 to 14 bytes, for --trace */
     enum ws_state state;               /* the closing handshake (RFC 6455 §7), as .NET names it */
     enum ws_message_type message_type; /* of the message ws_receive() is in */
 
@@ -298,7 +297,8 @@ static ssize_t receive_available_tls(const struct ws_transport *transport, void 
         return (ssize_t)received;
     switch (SSL_get_error(transport->tls, 0)) {
     case SSL_ERROR_WANT_READ:
-    case SSL_ERROR_WANT_WRITE: /* TLS itself wants to answer: the next write does */ return 0;
+    case SSL_ERROR_WANT_WRITE:
+        return 0; /* nothing yet (or TLS wants to answer something: the next write will) */
     case SSL_ERROR_SSL:
         errno = EPROTO; /* a record that does not decrypt, or an alert */
         return -1;
@@ -1605,7 +1605,7 @@ static int next_frame(struct ws *ws)
     }
     ws->in_frame = true;
     ws->frame = header;
-    ws->frame_header_size = (size_t)header_size;
+    ws->frame_header_size = header_size;
     ws->frame_bytes_read = 0;
     return 0;
 }
@@ -1626,7 +1626,7 @@ static int deliver_payload(struct ws *ws, uint8_t *buf, size_t len,
         ws->frame_bytes_read += count;
     }
     if (first_piece)
-        trace_frame(ws, "<<", &ws->frame, ws->frame_header_size, buf, count,
+        trace_frame(ws, "<<", &ws->frame, (size_t)ws->frame_header_size, buf, count,
                     ws->message_type == WS_MESSAGE_TEXT);
     bool end_of_frame = ws->frame_bytes_read == ws->frame.payload_length;
     bool end_of_message = end_of_frame && ws->frame.fin;
