@@ -700,7 +700,12 @@ struct ws_tls {
 static struct ws_tls *tls_load_error(SSL_CTX *context, const char *what, const char *file,
                                      char *error, size_t error_size)
 {
-    const char *reason = ERR_reason_error_string(ERR_peek_last_error());
+    /* The first error in OpenSSL's queue is the cause; the later ones only
+     * say which calls it went through. A file that cannot be opened is a
+     * "system" error, whose reason is the errno that fopen() set. */
+    unsigned long code = ERR_peek_error();
+    const char *reason = ERR_SYSTEM_ERROR(code) ? strerror((int)ERR_GET_REASON(code))
+                                                : ERR_reason_error_string(code);
     snprintf(error, error_size, "%s '%s': %s", what, file,
              reason != NULL ? reason : "unknown error");
     ERR_clear_error();

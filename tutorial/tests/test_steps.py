@@ -23,6 +23,7 @@ import re
 import resource
 import select
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -2567,6 +2568,188 @@ def where_explained(since, steps, index):
     if entry is None or entry["chapter"] is None:
         return None
     return f'chapter {entry["chapter"]}, "Step {step_number(since, steps)}: {entry["title"]}"'
+
+
+# ==== wss:// with OpenSSL ======================================================
+
+# A self-signed certificate for localhost and 127.0.0.1, valid for a hundred
+# years, made once with the openssl command (chapter "wss:// with OpenSSL"
+# shows how). It is for these tests only: its key is public.
+TLS_CERTIFICATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tls", "cert.pem")
+TLS_KEY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tls", "key.pem")
+TLS_OPTIONS = ("--tls-cert", TLS_CERTIFICATE, "--tls-key", TLS_KEY)
+
+
+def server_said(server):
+    """What the server has written on stderr so far (its log)."""
+    server.errors.seek(0)
+    return server.errors.read().decode(errors="replace")
+
+
+def wait_until_said(server, text, seconds=TIMEOUT):
+    deadline = time.monotonic() + seconds
+    while text not in server_said(server) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return server_said(server)
+
+
+class OverTls:
+    """Stands for a server in Client(): its connections speak TLS, and check
+    the server's certificate as a browser would (against TLS_CERTIFICATE)."""
+
+    def __init__(self, server, ragged_eofs=True):
+        self.server = server
+        self.context = ssl.create_default_context(cafile=TLS_CERTIFICATE)
+        if not ragged_eofs:
+            # An end of the stream without TLS's close_notify is then an
+            # error (Python ignores it by default, as browsers do).
+            self.context.options &= ~getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
+        self.ragged_eofs = ragged_eofs
+
+    def connect(self):
+        raw = self.server.connect()
+        return self.context.wrap_socket(raw, server_hostname="localhost",
+                                        suppress_ragged_eofs=self.ragged_eofs)
+
+
+def run_server(server, *options):
+    """Runs the step's binary with options until it exits (it should, at
+    once); returns (exit status, what it said on stderr)."""
+    completed = subprocess.run([server.process.args[0], "--port", "0", *options],
+                               capture_output=True, text=True, timeout=TIMEOUT)
+    return completed.returncode, completed.stderr.strip()
+
+
+@step_test("tls-options")
+def test_a_certificate_that_cannot_be_read_stops_the_server(server):
+    status, said = run_server(server, "--tls-cert", "/no/such/cert.pem", "--tls-key", TLS_KEY)
+    expect(status == 1 and "/no/such/cert.pem" in said,
+           "started the server with --tls-cert /no/such/cert.pem",
+           "exit status 1 and a message naming the file", f"status {status}, {show(said, 200)}")
+
+
+@step_test("tls-options")
+def test_tls_cert_without_tls_key_is_a_usage_error(server):
+    status, said = run_server(server, "--tls-cert", TLS_CERTIFICATE)
+    expect(status == 2 and "--tls-key" in said, "started the server with --tls-cert alone",
+           "exit status 2 and a message naming --tls-key", f"status {status}, {show(said)}")
+
+
+@step_test("tls-handshake")
+def test_the_tls_handshake_completes(server):
+    with restarted_with(server, *TLS_OPTIONS) as own:
+        try:
+            connection = OverTls(own).connect()
+        except (ssl.SSLError, OSError) as error:
+            expect(False, "connected with TLS, checking the certificate of tests/tls/cert.pem",
+                   "a completed TLS handshake", f"{type(error).__name__}: {error}")
+        version = connection.version()
+        connection.close()
+        expect(version in ("TLSv1.2", "TLSv1.3"),
+               "connected with TLS", "TLS 1.2 or 1.3", version)
+
+
+@step_test("tls-handshake")
+def test_a_plain_request_to_the_tls_port_gets_400(server):
+    with restarted_with(server, *TLS_OPTIONS) as own:
+        response = http_exchange(own, upgrade_request())
+        expect(response.startswith(b"HTTP/1.1 400 ") and b"wss://" in response,
+               "sent a plain (ws://) upgrade request to the TLS port",
+               "400 in plain text, saying to use wss://", show(response, 200))
+
+
+@step_test("tls-handshake")
+def test_a_client_silent_during_the_tls_handshake_is_cut_off(server):
+    with restarted_with(server, *TLS_OPTIONS, "--handshake-timeout", "1") as own:
+        connection = own.connect()
+        started = time.monotonic()
+        read_until_closed(connection)
+        waited = time.monotonic() - started
+        connection.close()
+        expect(waited < 3, "connected to the TLS port and sent nothing, with "
+               "--handshake-timeout 1", "the server to hang up after about 1 s",
+               f"{waited:.1f} s")
+        said = wait_until_said(own, "did not complete in time")
+        expect("TLS handshake failed: the TLS handshake did not complete in time" in said,
+               "read the server's log", "a line 'refuse ... TLS handshake failed: the TLS "
+               "handshake did not complete in time'", show(said[-300:], 300))
+
+
+@step_test("tls-receive")
+def test_the_request_is_read_through_tls(server):
+    with restarted_with(server, *TLS_OPTIONS, "--trace") as own:
+        connection = OverTls(own).connect()
+        connection.sendall(upgrade_request())
+        said = wait_until_said(own, "<< GET /chat HTTP/1.1")
+        connection.close()
+        expect("<< GET /chat HTTP/1.1" in said, "sent an upgrade request through TLS, with "
+               "--trace", "the trace to show '<< GET /chat HTTP/1.1', decrypted",
+               show(said[-300:], 300))
+
+
+@step_test("tls-send")
+def test_messages_are_echoed_through_tls(server):
+    with restarted_with(server, *TLS_OPTIONS) as own:
+        client = Client(OverTls(own))
+        try:
+            for payload in (b"Hello over TLS", bytes(range(256)) * 400):
+                opcode = 0x1 if payload.startswith(b"Hello") else 0x2
+                client.send_frame(opcode, payload)
+                got_opcode, got = client.read_message()
+                expect(got_opcode == opcode and got == payload,
+                       f"sent a {len(payload)}-byte message through TLS",
+                       "the same message back", f"opcode {got_opcode}, {len(got)} bytes: "
+                       f"{show(got)}")
+        finally:
+            client.close()
+
+
+@step_test("tls-close-notify")
+def test_the_tls_stream_ends_with_close_notify(server):
+    with restarted_with(server, *TLS_OPTIONS) as own:
+        client = Client(OverTls(own, ragged_eofs=False))
+        client.send_frame(0x8, struct.pack("!H", 1000))
+        try:
+            client.read_frame()  # the server's close frame
+            rest = read_until_closed(client.connection)
+            outcome = f"the end of the stream after {len(rest)} more bytes"
+        except ssl.SSLError as error:
+            outcome = f"{type(error).__name__}: {error}"
+        finally:
+            client.close()
+        expect(outcome.startswith("the end of the stream"),
+               "closed with 1000 through TLS, then read to the end",
+               "a clean end (the server's close_notify alert)", outcome)
+
+
+@step_test("tls-refuse-at-once")
+def test_over_tls_a_client_over_the_limit_is_closed_without_an_answer(server):
+    with restarted_with(server, *TLS_OPTIONS, "--max-connections", "1") as own:
+        first = Client(OverTls(own))
+        try:
+            extra = own.connect()
+            answer = read_until_closed(extra)
+            extra.close()
+            expect(answer == b"", "with --max-connections 1 and one TLS client held, "
+                   "connected once more", "the connection closed with nothing sent (a plain "
+                   "503 would only confuse a TLS client)", show(answer))
+            said = wait_until_said(own, "no answer before TLS")
+            expect("(closed: no answer before TLS)" in said, "read the server's log",
+                   "a line 'refuse ...: too many connections ... (closed: no answer before "
+                   "TLS)'", show(said[-300:], 300))
+        finally:
+            first.close()
+
+
+@step_test("tls-in-the-log")
+def test_the_log_names_the_tls_version(server):
+    with restarted_with(server, *TLS_OPTIONS) as own:
+        client = Client(OverTls(own))
+        said = wait_until_said(own, " over TLSv1.")
+        client.close()
+        expect(re.search(r"open \S+ thread \d+ over TLSv1\.[23] \S+", said),
+               "opened a connection through TLS", "a log line 'open ... thread N over "
+               "TLSv1.3 CIPHER'", show(said[-300:], 300))
 
 
 def run_tests(tests, path, step, label, options=(), explain=None):
