@@ -80,7 +80,8 @@ FUZZ_MAX_LEN_refusal    = 4096
 
 $(FUZZ_BUILD)/fuzz_%: fuzz/fuzz_%.c fuzz/reference_utf8.h ws.c ws.h | deps
 	@mkdir -p $(FUZZ_BUILD)
-	clang -std=c11 $(WARNINGS) -pthread $(FUZZ_FLAGS) $(CRYPTO_CFLAGS) -o $@ $< ws.c $(CRYPTO_LIBS)
+	clang -std=c11 $(WARNINGS) -pthread $(FUZZ_FLAGS) $(CRYPTO_CFLAGS) $(ZLIB_CFLAGS) -o $@ $< ws.c \
+		$(WS_LIBS)
 
 fuzz: $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%) ## run each libFuzzer target for FUZZ_SECONDS (default 60)
 	@for target in $(FUZZ_TARGETS); do \
@@ -109,9 +110,9 @@ lint: ## cppcheck and clang-tidy over the sources
 		--inline-suppr --suppress=missingIncludeSystem --std=c11 -I. \
 		--include=tests/cppcheck.h server.c ws.c notifier.c tests/*.c fuzz/*.c
 	clang-tidy --quiet server.c ws.c notifier.c tests/*.c fuzz/*.c -- \
-		-std=c11 -I. $(CRYPTO_CFLAGS) $(CHECK_CFLAGS)
+		-std=c11 -I. $(CRYPTO_CFLAGS) $(ZLIB_CFLAGS) $(CHECK_CFLAGS)
 	@# struct ws is ordered so that it needs no padding: keep it so.
-	@if $(CC) -std=c11 -Wpadded -fsyntax-only $(CRYPTO_CFLAGS) ws.c 2>&1 | grep '^ws\.c:'; then \
+	@if $(CC) -std=c11 -Wpadded -fsyntax-only $(CRYPTO_CFLAGS) $(ZLIB_CFLAGS) ws.c 2>&1 | grep '^ws\.c:'; then \
 		echo "lint: struct ws has padding (see the comment above it)"; exit 1; fi
 
 format: ## apply .clang-format to every source
@@ -121,7 +122,7 @@ format-check: ## fail if a source is not formatted
 	clang-format --dry-run --Werror $(SOURCES)
 
 bench/loadgen: bench/loadgen.c ws.o ws.h | deps
-	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ bench/loadgen.c ws.o $(CRYPTO_LIBS)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ bench/loadgen.c ws.o $(WS_LIBS)
 
 bench/peers/tcp_echo: bench/peers/tcp_echo.c
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $<

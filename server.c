@@ -103,6 +103,8 @@ static void print_usage(FILE *out, long default_max_connections)
             "      --allow-origin=ORIGIN  accept browsers from ORIGIN only (repeatable;\n"
             "                             default: from any origin)\n"
             "      --client-page=FILE     serve FILE (web/client.html) at GET / (default off)\n"
+            "      --permessage-deflate   compress messages for clients that offer it\n"
+            "                             (RFC 7692; default off)\n"
             "  -t, --trace                print the handshake and every frame on stderr\n"
             "  -q, --quiet                no log line per connection on stderr\n"
             "  -h, --help                 show this help and exit\n"
@@ -133,6 +135,7 @@ enum {
     OPTION_SHUTDOWN_TIMEOUT,
     OPTION_ALLOW_ORIGIN,
     OPTION_CLIENT_PAGE,
+    OPTION_PERMESSAGE_DEFLATE,
 };
 
 /* Stores one numeric option in *options. Returns 0, or -1 after saying what
@@ -196,6 +199,7 @@ static int parse_options(int argc, char **argv, struct options *options)
         {"quiet", no_argument, NULL, 'q'},
         {"trace", no_argument, NULL, 't'},
         {"client-page", required_argument, NULL, OPTION_CLIENT_PAGE},
+        {"permessage-deflate", no_argument, NULL, OPTION_PERMESSAGE_DEFLATE},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -210,6 +214,7 @@ static int parse_options(int argc, char **argv, struct options *options)
         case 'q': options->quiet = true; break;
         case 't': options->trace = true; break;
         case OPTION_CLIENT_PAGE: options->client_page_path = optarg; break;
+        case OPTION_PERMESSAGE_DEFLATE: options->ws.permessage_deflate = true; break;
         case OPTION_ALLOW_ORIGIN: error = add_allowed_origin(options, optarg); break;
         case OPTION_MAX_CONNECTIONS:
         case OPTION_MAX_MESSAGE:
@@ -617,9 +622,11 @@ static void websocket_controller_get(const struct client *client)
         refuse(client, &request, &refusal);
         return;
     }
-    struct ws *ws = ws_accept(client->fd, &request, &client->settings);
-    if (ws == NULL)
+    struct ws *ws = ws_accept(client->fd, &request, &client->settings, &refusal);
+    if (ws == NULL) {
+        refuse(client, &request, &refusal); /* 400 for a malformed extension list */
         return;
+    }
     log_line(options, "open %s thread %lu", client->peer, client->id);
     notifier_handle(ws);
     struct ws_stats stats;

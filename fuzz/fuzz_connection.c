@@ -94,7 +94,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (pthread_create(&client, NULL, read_until_end, &ends[1]) != 0)
         abort();
     const struct ws_settings settings = {.max_message_size = MAX_MESSAGE, .stop_fd = -1};
-    struct ws *ws = ws_accept(ends[0], &request, &settings);
+    struct ws *ws = ws_accept(ends[0], &request, &settings, &refusal);
     if (ws != NULL) {
         serve(ws);
         ws_free(ws);

@@ -578,7 +578,7 @@ static struct ws *accept_on_socketpair(int ends[2], const struct ws_settings *se
     struct ws_refusal refusal;
     ck_assert_int_eq(parse(&request, GOOD_REQUEST, &refusal), 0);
     ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, ends), 0);
-    struct ws *ws = ws_accept(ends[0], &request, settings);
+    struct ws *ws = ws_accept(ends[0], &request, settings, &refusal);
     ck_assert_ptr_nonnull(ws);
     char response[256];
     ck_assert_int_gt(recv(ends[1], response, sizeof response, 0), 0);
