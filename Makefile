@@ -88,7 +88,7 @@ server: $(SERVER_OBJECTS)
 
 # The test programs: these, and only these, need Check.
 tests/unit_tests: tests/test_ws.c ws.o ws.h | check-deps
-	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) $(LDFLAGS) -o $@ tests/test_ws.c ws.o \
+	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) $(ZLIB_CFLAGS) $(LDFLAGS) -o $@ tests/test_ws.c ws.o \
 		$(CHECK_LIBS) $(WS_LIBS)
 
 tests/integration_tests: tests/test_server.c tests/client.c tests/client.h ws.o ws.h | check-deps
