@@ -69,7 +69,7 @@ valgrind: server tests/integration_tests tests/reliability_tests ## the integrat
 # repository. A crash stops make, and the input that caused it is saved as
 # build/fuzz/NAME-crash-... . A new target needs its name here, a
 # FUZZ_MAX_LEN_NAME and a line in the "case" below.
-FUZZ_TARGETS = request connection utf8 refusal
+FUZZ_TARGETS = request connection utf8 refusal extensions
 FUZZ_SECONDS ?= 60
 FUZZ_BUILD    = build/fuzz
 FUZZ_FLAGS    = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
@@ -77,6 +77,7 @@ FUZZ_MAX_LEN_request    = 9000
 FUZZ_MAX_LEN_connection = 16384
 FUZZ_MAX_LEN_utf8       = 1024
 FUZZ_MAX_LEN_refusal    = 4096
+FUZZ_MAX_LEN_extensions = 4096
 
 $(FUZZ_BUILD)/fuzz_%: fuzz/fuzz_%.c fuzz/reference_utf8.h ws.c ws.h | deps
 	@mkdir -p $(FUZZ_BUILD)
@@ -92,6 +93,7 @@ fuzz: $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%) ## run each libFuzzer target for FU
 	        connection) max=$(FUZZ_MAX_LEN_connection);; \
 	        utf8) max=$(FUZZ_MAX_LEN_utf8);; \
 	        refusal) max=$(FUZZ_MAX_LEN_refusal);; \
+	        extensions) max=$(FUZZ_MAX_LEN_extensions);; \
 	        *) echo "no FUZZ_MAX_LEN_$$target in maintainer.mk"; exit 1;; \
 	    esac; \
 	    $(FUZZ_BUILD)/fuzz_$$target -max_total_time=$(FUZZ_SECONDS) -max_len=$$max \

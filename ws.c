@@ -764,8 +764,9 @@ static bool take_deflate_param(struct deflate_offer *offer, const char *name, si
                                const char *value)
 {
     int which = 0;
-    while (which < DEFLATE_PARAM_COUNT && (strlen(DEFLATE_PARAM_NAMES[which]) != name_length ||
-                                           strncmp(DEFLATE_PARAM_NAMES[which], name, name_length)))
+    while (which < DEFLATE_PARAM_COUNT &&
+           (strlen(DEFLATE_PARAM_NAMES[which]) != name_length ||
+            strncmp(DEFLATE_PARAM_NAMES[which], name, name_length) != 0))
         which++;
     if (which == DEFLATE_PARAM_COUNT || offer->has[which])
         return false;

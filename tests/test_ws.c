@@ -1272,9 +1272,10 @@ START_TEST(test_a_message_that_inflates_past_the_limit_fails_with_1009)
     static uint8_t zeros[4 * 1024 * 1024];
     static uint8_t compressed[64 * 1024];
     size_t length = client_deflate(zeros, sizeof zeros, compressed, sizeof compressed);
-    ck_assert_uint_lt(length, 40 * 1024);
+    const uint64_t limit = (uint64_t)40 * 1024;
+    ck_assert_uint_lt(length, limit);
     expect_failure("permessage-deflate", (const uint8_t[]){0xc2}, compressed, length, 1, 1009,
-                   40 * 1024);
+                   limit);
 }
 END_TEST
 
