@@ -35,6 +35,7 @@ define run_sanitized
 		CK_RUN_CASE="$$section" CK_TIMEOUT_MULTIPLIER=10 tests/conformance_tests || exit 1; \
 	done
 	$(PYTHON) tests/interop_websockets.py ./server
+	$(PYTHON) tests/test_deflate.py ./server
 endef
 
 sanitize: | test-deps ## the tests under ASan+UBSan, then under TSan
@@ -42,21 +43,22 @@ sanitize: | test-deps ## the tests under ASan+UBSan, then under TSan
 	$(call run_sanitized,-fsanitize=thread)
 	$(MAKE) --no-print-directory clean >/dev/null
 
-# The integration and reliability tests against the server running under
-# valgrind (tests/valgrind_server.sh). Each server exits by itself on SIGTERM;
+# The integration and reliability tests, and the permessage-deflate suite,
+# against the server running under valgrind (tests/valgrind_server.sh). Each server exits by itself on SIGTERM;
 # valgrind's exit status fails the suite on any memory error or leak, and its
 # report must be empty too. One case is left out: valgrind runs one thread at
 # a time, so starting a thousand of them takes longer than the 2-second
 # handshake timeout that test races against.
 VALGRIND_LOGS = build/valgrind
 
-valgrind: server tests/integration_tests tests/reliability_tests ## the integration and reliability tests with the server under valgrind
+valgrind: server tests/integration_tests tests/reliability_tests | test-deps ## the integration, reliability and deflate tests with the server under valgrind
 	@command -v valgrind >/dev/null || { echo "valgrind is missing: apt-get install valgrind"; exit 1; }
 	rm -rf $(VALGRIND_LOGS) && mkdir -p $(VALGRIND_LOGS)
 	SERVER=tests/valgrind_server.sh VALGRIND_LOGS=$(VALGRIND_LOGS) CK_TIMEOUT_MULTIPLIER=20 \
 		tests/integration_tests
 	SERVER=tests/valgrind_server.sh VALGRIND_LOGS=$(VALGRIND_LOGS) CK_TIMEOUT_MULTIPLIER=5 \
 		CK_EXCLUDE_TAGS=many-threads tests/reliability_tests
+	VALGRIND_LOGS=$(VALGRIND_LOGS) $(PYTHON) tests/test_deflate.py tests/valgrind_server.sh
 	@reports=$$(find $(VALGRIND_LOGS) -name '*.log' | wc -l); \
 	dirty=$$(find $(VALGRIND_LOGS) -name '*.log' -size +0 | wc -l); \
 	echo "valgrind: $$reports servers checked, $$dirty with errors or leaks"; \

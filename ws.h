@@ -262,11 +262,12 @@ struct ws *ws_accept(int fd, const struct ws_request *request, const struct ws_s
 int ws_receive(struct ws *ws, void *buf, size_t len, struct ws_receive_result *result);
 
 /* Sends len bytes as one frame of a text or binary message, while the state
- * is OPEN or CLOSE_RECEIVED. When permessage-deflate was agreed, the bytes
- * are compressed instead, and go out in as many frames as their compressed
- * form fills (none yet, for a chunk that does not end the message). When end_of_message is false, the message goes on
- * in the next ws_send(), whose frame will be a continuation frame. Returns 0,
- * or -1: EPIPE once our close frame is sent, EINVAL for WS_MESSAGE_CLOSE. */
+ * is OPEN or CLOSE_RECEIVED. When end_of_message is false, the message goes on
+ * in the next ws_send(), whose frame will be a continuation frame. When
+ * permessage-deflate was agreed, the bytes are compressed instead, and go out
+ * in as many frames as their compressed form fills (perhaps none yet, for a
+ * chunk that does not end the message). Returns 0, or -1: EPIPE once our
+ * close frame is sent, EINVAL for WS_MESSAGE_CLOSE. */
 int ws_send(struct ws *ws, const void *buf, size_t len, enum ws_message_type type,
             bool end_of_message);
 
