@@ -5,10 +5,10 @@
 #   make test    build and run every test
 #   make help    list every target
 #
-# Building needs a C compiler, pkg-config and OpenSSL (libcrypto and libssl); only the
-# tests need Check (the unit-test library) and Python's websockets. The
-# targets for maintainers and CI (sanitizers, fuzzing, linting, benchmarks)
-# are in maintainer.mk, included at the end.
+# Building needs a C compiler, pkg-config, OpenSSL (libcrypto and libssl) and
+# zlib; only the tests need Check (the unit-test library) and Python's
+# websockets. The targets for maintainers and CI (sanitizers, fuzzing,
+# linting, benchmarks) are in maintainer.mk, included at the end.
 #
 # CC, CFLAGS, LDFLAGS, PREFIX, DESTDIR and PKG_CONFIG can be set on the
 # command line, e.g. "make CC=clang" or "make CFLAGS='-O0 -g'".
@@ -32,12 +32,14 @@ ALL_CFLAGS = -std=c11 $(WARNINGS) -pthread $(CFLAGS)
 # recipe runs, which is after "deps" (or "check-deps") has installed them.
 CRYPTO_CFLAGS = $(shell $(PKG_CONFIG) --cflags libssl libcrypto)
 CRYPTO_LIBS   = $(shell $(PKG_CONFIG) --libs libssl libcrypto)
+ZLIB_CFLAGS   = $(shell $(PKG_CONFIG) --cflags zlib)
+ZLIB_LIBS     = $(shell $(PKG_CONFIG) --libs zlib)
 CHECK_CFLAGS  = $(shell $(PKG_CONFIG) --cflags check)
 CHECK_LIBS    = $(shell $(PKG_CONFIG) --libs check)
 
 # What a fresh Debian or Ubuntu machine needs besides a C compiler: to build
 # the server; then, for the tests only, Check and Python's websockets.
-BUILD_PACKAGES = pkg-config libssl-dev
+BUILD_PACKAGES = pkg-config libssl-dev zlib1g-dev
 CHECK_PACKAGES = check
 TEST_PACKAGES  = python3-websockets
 
@@ -89,32 +91,35 @@ conformance: server tests/conformance_tests ## Autobahn-style protocol cases, se
 interop: server | test-deps ## a client nobody here wrote: Python's websockets
 	$(PYTHON) tests/interop_websockets.py ./server
 
-# The server: needs libcrypto (for SHA-1 and base64 in the handshake) and
-# libssl (for wss://), no more.
+# The server: needs libcrypto (for SHA-1 and base64 in the handshake),
+# libssl (for wss://) and zlib (for permessage-deflate), no more. Everything
+# that links ws.o needs them all: WS_LIBS says so once.
+WS_LIBS = $(CRYPTO_LIBS) $(ZLIB_LIBS)
+
 server: $(SERVER_OBJECTS)
-	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $(SERVER_OBJECTS) $(CRYPTO_LIBS)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $(SERVER_OBJECTS) $(WS_LIBS)
 
 %.o: %.c ws.h notifier.h | deps
-	$(CC) $(ALL_CFLAGS) $(CRYPTO_CFLAGS) -c -o $@ $<
+	$(CC) $(ALL_CFLAGS) $(CRYPTO_CFLAGS) $(ZLIB_CFLAGS) -c -o $@ $<
 
 # The test programs: these, and only these, need Check.
 tests/unit_tests: tests/test_ws.c ws.o ws.h | check-deps
-	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) $(LDFLAGS) -o $@ tests/test_ws.c ws.o \
-		$(CHECK_LIBS) $(CRYPTO_LIBS)
+	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) $(ZLIB_CFLAGS) $(LDFLAGS) -o $@ tests/test_ws.c ws.o \
+		$(CHECK_LIBS) $(WS_LIBS)
 
 tests/integration_tests: tests/test_server.c tests/client.c tests/client.h ws.o ws.h | check-deps
 	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) $(LDFLAGS) -o $@ $< tests/client.c ws.o \
-		$(CHECK_LIBS) $(CRYPTO_LIBS)
+		$(CHECK_LIBS) $(WS_LIBS)
 
 tests/reliability_tests: tests/test_reliability.c tests/client.c tests/client.h ws.o ws.h \
 		| check-deps
 	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) $(LDFLAGS) -o $@ $< tests/client.c ws.o \
-		$(CHECK_LIBS) $(CRYPTO_LIBS)
+		$(CHECK_LIBS) $(WS_LIBS)
 
 tests/conformance_tests: tests/test_conformance.c tests/client.c tests/client.h ws.o ws.h \
 		| check-deps
 	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) $(LDFLAGS) -o $@ $< tests/client.c ws.o \
-		$(CHECK_LIBS) $(CRYPTO_LIBS)
+		$(CHECK_LIBS) $(WS_LIBS)
 
 # Installs Debian packages ($(1)) unless the shell test $(2) passes. The
 # command is printed before it runs (with sudo when you are not root); on a
@@ -131,8 +136,8 @@ define install_if_missing
 	sh -c "$$cmd"
 endef
 
-deps: ## install pkg-config and OpenSSL (libssl-dev), if pkg-config cannot find them
-	$(call install_if_missing,$(BUILD_PACKAGES),$(PKG_CONFIG) --exists libssl libcrypto 2>/dev/null)
+deps: ## install pkg-config, OpenSSL (libssl-dev) and zlib, if pkg-config cannot find them
+	$(call install_if_missing,$(BUILD_PACKAGES),$(PKG_CONFIG) --exists libssl libcrypto zlib 2>/dev/null)
 
 check-deps: | deps ## install Check, the unit-test library, if pkg-config cannot find it
 	$(call install_if_missing,$(CHECK_PACKAGES),$(PKG_CONFIG) --exists check 2>/dev/null)

@@ -36,6 +36,7 @@ define run_sanitized
 	done
 	$(PYTHON) tests/interop_websockets.py ./server
 	TIME_SCALE=3 $(PYTHON) tests/test_tls.py ./server
+	$(PYTHON) tests/test_deflate.py ./server
 endef
 
 sanitize: | test-deps ## the tests under ASan+UBSan, then under TSan
@@ -43,15 +44,16 @@ sanitize: | test-deps ## the tests under ASan+UBSan, then under TSan
 	$(call run_sanitized,-fsanitize=thread)
 	$(MAKE) --no-print-directory clean >/dev/null
 
-# The integration, reliability and TLS tests against the server running under
-# valgrind (tests/valgrind_server.sh). Each server exits by itself on SIGTERM;
+# The integration and reliability tests, and the TLS and permessage-deflate
+# suites, against the server running under valgrind (tests/valgrind_server.sh).
+# Each server exits by itself on SIGTERM;
 # valgrind's exit status fails the suite on any memory error or leak, and its
 # report must be empty too. One case is left out: valgrind runs one thread at
 # a time, so starting a thousand of them takes longer than the 2-second
 # handshake timeout that test races against.
 VALGRIND_LOGS = build/valgrind
 
-valgrind: server tests/integration_tests tests/reliability_tests ## the integration, reliability and TLS tests with the server under valgrind
+valgrind: server tests/integration_tests tests/reliability_tests | test-deps ## the integration, reliability, TLS and deflate tests with the server under valgrind
 	@command -v valgrind >/dev/null || { echo "valgrind is missing: apt-get install valgrind"; exit 1; }
 	rm -rf $(VALGRIND_LOGS) && mkdir -p $(VALGRIND_LOGS)
 	SERVER=tests/valgrind_server.sh VALGRIND_LOGS=$(VALGRIND_LOGS) CK_TIMEOUT_MULTIPLIER=20 \
@@ -59,6 +61,7 @@ valgrind: server tests/integration_tests tests/reliability_tests ## the integrat
 	SERVER=tests/valgrind_server.sh VALGRIND_LOGS=$(VALGRIND_LOGS) CK_TIMEOUT_MULTIPLIER=5 \
 		CK_EXCLUDE_TAGS=many-threads tests/reliability_tests
 	TIME_SCALE=20 VALGRIND_LOGS=$(VALGRIND_LOGS) $(PYTHON) tests/test_tls.py tests/valgrind_server.sh
+	VALGRIND_LOGS=$(VALGRIND_LOGS) $(PYTHON) tests/test_deflate.py tests/valgrind_server.sh
 	@reports=$$(find $(VALGRIND_LOGS) -name '*.log' | wc -l); \
 	dirty=$$(find $(VALGRIND_LOGS) -name '*.log' -size +0 | wc -l); \
 	echo "valgrind: $$reports servers checked, $$dirty with errors or leaks"; \
@@ -71,7 +74,7 @@ valgrind: server tests/integration_tests tests/reliability_tests ## the integrat
 # repository. A crash stops make, and the input that caused it is saved as
 # build/fuzz/NAME-crash-... . A new target needs its name here, a
 # FUZZ_MAX_LEN_NAME and a line in the "case" below.
-FUZZ_TARGETS = request connection utf8 refusal
+FUZZ_TARGETS = request connection utf8 refusal extensions
 FUZZ_SECONDS ?= 60
 FUZZ_BUILD    = build/fuzz
 FUZZ_FLAGS    = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
@@ -79,10 +82,12 @@ FUZZ_MAX_LEN_request    = 9000
 FUZZ_MAX_LEN_connection = 16384
 FUZZ_MAX_LEN_utf8       = 1024
 FUZZ_MAX_LEN_refusal    = 4096
+FUZZ_MAX_LEN_extensions = 4096
 
 $(FUZZ_BUILD)/fuzz_%: fuzz/fuzz_%.c fuzz/reference_utf8.h ws.c ws.h | deps
 	@mkdir -p $(FUZZ_BUILD)
-	clang -std=c11 $(WARNINGS) -pthread $(FUZZ_FLAGS) $(CRYPTO_CFLAGS) -o $@ $< ws.c $(CRYPTO_LIBS)
+	clang -std=c11 $(WARNINGS) -pthread $(FUZZ_FLAGS) $(CRYPTO_CFLAGS) $(ZLIB_CFLAGS) -o $@ $< ws.c \
+		$(WS_LIBS)
 
 fuzz: $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%) ## run each libFuzzer target for FUZZ_SECONDS (default 60)
 	@for target in $(FUZZ_TARGETS); do \
@@ -93,6 +98,7 @@ fuzz: $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%) ## run each libFuzzer target for FU
 	        connection) max=$(FUZZ_MAX_LEN_connection);; \
 	        utf8) max=$(FUZZ_MAX_LEN_utf8);; \
 	        refusal) max=$(FUZZ_MAX_LEN_refusal);; \
+	        extensions) max=$(FUZZ_MAX_LEN_extensions);; \
 	        *) echo "no FUZZ_MAX_LEN_$$target in maintainer.mk"; exit 1;; \
 	    esac; \
 	    $(FUZZ_BUILD)/fuzz_$$target -max_total_time=$(FUZZ_SECONDS) -max_len=$$max \
@@ -111,9 +117,9 @@ lint: ## cppcheck and clang-tidy over the sources
 		--inline-suppr --suppress=missingIncludeSystem --std=c11 -I. \
 		--include=tests/cppcheck.h server.c ws.c notifier.c tests/*.c fuzz/*.c
 	clang-tidy --quiet server.c ws.c notifier.c tests/*.c fuzz/*.c -- \
-		-std=c11 -I. $(CRYPTO_CFLAGS) $(CHECK_CFLAGS)
+		-std=c11 -I. $(CRYPTO_CFLAGS) $(ZLIB_CFLAGS) $(CHECK_CFLAGS)
 	@# struct ws is ordered so that it needs no padding: keep it so.
-	@if $(CC) -std=c11 -Wpadded -fsyntax-only $(CRYPTO_CFLAGS) ws.c 2>&1 | grep '^ws\.c:'; then \
+	@if $(CC) -std=c11 -Wpadded -fsyntax-only $(CRYPTO_CFLAGS) $(ZLIB_CFLAGS) ws.c 2>&1 | grep '^ws\.c:'; then \
 		echo "lint: struct ws has padding (see the comment above it)"; exit 1; fi
 
 format: ## apply .clang-format to every source
@@ -123,7 +129,7 @@ format-check: ## fail if a source is not formatted
 	clang-format --dry-run --Werror $(SOURCES)
 
 bench/loadgen: bench/loadgen.c ws.o ws.h | deps
-	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ bench/loadgen.c ws.o $(CRYPTO_LIBS)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ bench/loadgen.c ws.o $(WS_LIBS)
 
 bench/peers/tcp_echo: bench/peers/tcp_echo.c
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $<

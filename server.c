@@ -106,6 +106,7 @@ static void print_usage(FILE *out, long default_max_connections)
             "      --client-page=FILE     serve FILE (web/client.html) at GET / (default off)\n"
             "      --tls-cert=FILE        serve wss:// with this certificate (default off)\n"
             "      --tls-key=FILE         its private key, with --tls-cert (default none)\n"
+            "      --permessage-deflate   compress for clients that offer it (default off)\n"
             "  -t, --trace                print the handshake and every frame on stderr\n"
             "  -q, --quiet                no log line per connection on stderr\n"
             "  -h, --help                 show this help and exit\n"
@@ -138,6 +139,7 @@ enum {
     OPTION_CLIENT_PAGE,
     OPTION_TLS_CERT,
     OPTION_TLS_KEY,
+    OPTION_PERMESSAGE_DEFLATE,
 };
 
 /* Stores one numeric option in *options. Returns 0, or -1 after saying what
@@ -203,6 +205,7 @@ static int parse_options(int argc, char **argv, struct options *options)
         {"client-page", required_argument, NULL, OPTION_CLIENT_PAGE},
         {"tls-cert", required_argument, NULL, OPTION_TLS_CERT},
         {"tls-key", required_argument, NULL, OPTION_TLS_KEY},
+        {"permessage-deflate", no_argument, NULL, OPTION_PERMESSAGE_DEFLATE},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -219,6 +222,7 @@ static int parse_options(int argc, char **argv, struct options *options)
         case OPTION_CLIENT_PAGE: options->client_page_path = optarg; break;
         case OPTION_TLS_CERT: options->tls_certificate_path = optarg; break;
         case OPTION_TLS_KEY: options->tls_key_path = optarg; break;
+        case OPTION_PERMESSAGE_DEFLATE: options->ws.permessage_deflate = true; break;
         case OPTION_ALLOW_ORIGIN: error = add_allowed_origin(options, optarg); break;
         case OPTION_MAX_CONNECTIONS:
         case OPTION_MAX_MESSAGE:
@@ -664,9 +668,11 @@ static void websocket_controller_get(struct client *client)
         refuse(client, &request, &refusal);
         return;
     }
-    struct ws *ws = ws_accept(&client->transport, &request, &client->settings);
-    if (ws == NULL)
+    struct ws *ws = ws_accept(&client->transport, &request, &client->settings, &refusal);
+    if (ws == NULL) {
+        refuse(client, &request, &refusal); /* 400 for a malformed extension list */
         return;
+    }
     char security[128];
     ws_transport_security(&client->transport, security, sizeof security);
     log_line(options, "open %s thread %lu%s%s", client->peer, client->id,

@@ -8,6 +8,7 @@
  *   4. The opening handshake           (RFC 6455 §4.2)
  *   5. Frames                          (RFC 6455 §5.2, §5.3)
  *   6. A connection: receive, send, close
+ *      (and compression, RFC 7692, when the client asked for it)
  *   7. UTF-8                           (RFC 6455 §8.1)
  *   8. Close codes                     (RFC 6455 §7.4)
  *
@@ -40,6 +41,11 @@
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 
+/* zlib's next_in is then a pointer to const: we inflate from bytes we may
+ * not change (the trailer below). */
+#define ZLIB_CONST
+#include <zlib.h>
+
 /* How long ws_close() waits for the peer's close frame, in milliseconds. */
 #define WS_CLOSE_TIMEOUT_MILLISECONDS 5000
 
@@ -52,6 +58,23 @@
  * hold the bytes a client sent after its request, which are fewer than
  * WS_MAX_REQUEST_SIZE. */
 #define WS_INBOX_SIZE WS_MAX_REQUEST_SIZE
+
+/* permessage-deflate (RFC 7692): our choices for the compressor, which costs
+ * most of the memory. zlib needs (1 << (window bits + 2)) + (1 << (memLevel +
+ * 9)) bytes to deflate (zconf.h), so a 4 KiB window (12 bits) and memLevel 5
+ * make about 32 KiB, where zlib's defaults (15 and 8) make 256 KiB, for
+ * every connection. They are Python's websockets' defaults, documented there
+ * for the same reason; small messages compress almost as well. */
+#define DEFLATE_MAX_WINDOW_BITS 12
+#define DEFLATE_MEM_LEVEL       5
+
+/* RFC 7692 §7.1.2.2: without client_max_window_bits in our answer, the client
+ * may use any window up to 32 KiB (15 bits): we must inflate with that. */
+#define DEFLATE_LARGEST_WINDOW_BITS 15
+
+/* Compressed messages we send go through a buffer of this size, one per
+ * connection: each time deflate() fills it, it goes out as a frame. */
+#define DEFLATE_BUFFER_SIZE 4096
 
 /* RFC 6455 §1.3: the GUID every server appends to the client's key. */
 static const char WS_GUID[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -88,6 +111,10 @@ struct ws {
     size_t in_start;
     size_t in_end;
 
+    /* permessage-deflate (RFC 7692), once agreed: zlib's streams and our
+     * output buffer, made when first needed (NULL until then). */
+    struct compression *compression;
+
     int frame_header_size;             /* 2 to 14 bytes, for --trace */
     enum ws_state state;               /* the closing handshake (RFC 6455 §7), as .NET names it */
     enum ws_message_type message_type; /* of the message ws_receive() is in */
@@ -109,6 +136,13 @@ struct ws {
     /* Shutdown: set once settings.stop_fd has become readable. We go away
      * at the first message boundary where nothing more has arrived. */
     bool stop_requested;
+
+    /* permessage-deflate: whether the handshake agreed to it, on what terms,
+     * and whether the message ws_receive() is in is compressed (RSV1 on its
+     * first frame, RFC 7692 §6). */
+    bool deflate_agreed;
+    bool message_compressed;
+    struct ws_deflate_params deflate;
 
     char peer_close_description[WS_MAX_CLOSE_REASON + 1];
     uint8_t inbox[WS_INBOX_SIZE];
@@ -946,6 +980,245 @@ int ws_accept_key(const char *key, char accept[29])
     return 0;
 }
 
+/* ---- permessage-deflate: the offer and the answer (RFC 7692 §5, §7.1) -- */
+
+/* A client that wants compression offers it in Sec-WebSocket-Extensions
+ * (RFC 6455 §9.1), perhaps several times with different parameters, best
+ * first, and perhaps among other extensions:
+ *
+ *   Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits,
+ *                             permessage-deflate, x-webkit-other
+ *
+ * Each offer is a name, then parameters after ";", each a token with an
+ * optional value after "=": a token, or a quoted-string ("...", with \ to
+ * escape) whose content is a token. We read every header to the end, so that
+ * a list that breaks this grammar anywhere is refused with 400, and take the
+ * first permessage-deflate offer we can accept. */
+
+static const char *skip_spaces(const char *at)
+{
+    while (*at == ' ' || *at == '\t')
+        at++;
+    return at;
+}
+
+/* How many characters from at form a token (RFC 9110 §5.6.2). */
+static size_t token_span(const char *at)
+{
+    size_t length = 0;
+    while (is_token(at + length, 1))
+        length++;
+    return length;
+}
+
+/* Reads a parameter's value at *at, a token or a quoted-string whose content
+ * is a token, and moves *at past it. Copies the value, unescaped, into value
+ * (cut to size - 1 bytes: no value we accept is that long). Returns false
+ * when there is no such value at *at. */
+static bool read_param_value(const char **at, char *value, size_t size)
+{
+    const char *p = *at;
+    bool quoted = *p == '"';
+    size_t length = 0;
+    for (p += quoted;; p++) {
+        if (quoted && *p == '"') {
+            p++;
+            break;
+        }
+        if (quoted && *p == '\\')
+            p++; /* a quoted-pair: the next character stands for itself */
+        if (!is_token(p, 1)) {
+            if (quoted)
+                return false; /* not a token inside, or no closing quote */
+            break;
+        }
+        if (length + 1 < size)
+            value[length] = *p;
+        length++;
+    }
+    value[length + 1 < size ? length : size - 1] = '\0';
+    *at = p;
+    return length > 0;
+}
+
+/* One permessage-deflate offer as we read it: which of its four parameters
+ * it had, and the window sizes it named (RFC 7692 §7.1). */
+enum deflate_param {
+    SERVER_NO_CONTEXT_TAKEOVER,
+    CLIENT_NO_CONTEXT_TAKEOVER,
+    SERVER_MAX_WINDOW_BITS,
+    CLIENT_MAX_WINDOW_BITS,
+    DEFLATE_PARAM_COUNT,
+};
+
+static const char *const DEFLATE_PARAM_NAMES[DEFLATE_PARAM_COUNT] = {
+    "server_no_context_takeover",
+    "client_no_context_takeover",
+    "server_max_window_bits",
+    "client_max_window_bits",
+};
+
+struct deflate_offer {
+    bool has[DEFLATE_PARAM_COUNT];
+    uint8_t server_bits;
+    uint8_t client_bits;
+};
+
+/* A window size, "8" to "15" with no leading zero (RFC 7692 §7.1.2.1), as a
+ * number; 0 for anything else. */
+static uint8_t window_bits(const char *value)
+{
+    if (strcmp(value, "8") == 0 || strcmp(value, "9") == 0)
+        return (uint8_t)(value[0] - '0');
+    bool two_digits = value[0] == '1' && value[1] >= '0' && value[1] <= '5' && value[2] == '\0';
+    return two_digits ? (uint8_t)(10 + value[1] - '0') : 0;
+}
+
+/* Takes one parameter (value NULL if it had none) into *offer. Returns
+ * false when it makes us decline the offer (RFC 7692 §5.1): a parameter we
+ * do not know or have seen already, or a value it may not have. */
+static bool take_deflate_param(struct deflate_offer *offer, const char *name, size_t name_length,
+                               const char *value)
+{
+    int which = 0;
+    while (which < DEFLATE_PARAM_COUNT &&
+           (strlen(DEFLATE_PARAM_NAMES[which]) != name_length ||
+            strncmp(DEFLATE_PARAM_NAMES[which], name, name_length) != 0))
+        which++;
+    if (which == DEFLATE_PARAM_COUNT || offer->has[which])
+        return false;
+    offer->has[which] = true;
+    switch (which) {
+    case SERVER_MAX_WINDOW_BITS:
+        /* §7.1.2.1: a value is required. We decline 8 too: zlib cannot
+         * deflate with a 256-byte window, and silently uses 512 bytes
+         * instead (zlib.h, deflateInit2), which would break the limit the
+         * client asked for. */
+        offer->server_bits = value != NULL ? window_bits(value) : 0;
+        return offer->server_bits >= 9;
+    case CLIENT_MAX_WINDOW_BITS:
+        /* §7.1.2.2: without a value, the client only says it can obey one. */
+        offer->client_bits = value != NULL ? window_bits(value) : DEFLATE_LARGEST_WINDOW_BITS;
+        return offer->client_bits != 0;
+    default: return value == NULL; /* the no_context_takeover parameters have no value */
+    }
+}
+
+/* Reads one extension of a list at *at (RFC 6455 §9.1), up to the "," that
+ * ends it or the end of the list, where it leaves *at. Returns 1 for a
+ * permessage-deflate offer we accept (in *offer), 0 for another extension or
+ * an offer we decline, -1 when it breaks the grammar. */
+static int read_extension(const char **at, struct deflate_offer *offer)
+{
+    const char *p = skip_spaces(*at);
+    size_t name_length = token_span(p);
+    if (name_length == 0)
+        return -1;
+    bool acceptable = name_length == 18 && strncmp(p, "permessage-deflate", 18) == 0;
+    memset(offer, 0, sizeof *offer);
+    for (p = skip_spaces(p + name_length); *p == ';';) {
+        const char *name = skip_spaces(p + 1);
+        size_t length = token_span(name);
+        if (length == 0)
+            return -1;
+        p = skip_spaces(name + length);
+        char value[4];
+        bool has_value = *p == '=';
+        if (has_value) {
+            p = skip_spaces(p + 1);
+            if (!read_param_value(&p, value, sizeof value))
+                return -1;
+            p = skip_spaces(p);
+        }
+        acceptable =
+            acceptable && take_deflate_param(offer, name, length, has_value ? value : NULL);
+    }
+    if (*p != ',' && *p != '\0')
+        return -1;
+    *at = p;
+    return acceptable ? 1 : 0;
+}
+
+/* Reads a whole extension list (one header's value), and keeps the first
+ * acceptable offer in *first unless *found says one was kept already.
+ * Empty elements are skipped (RFC 9110 §5.6.1). Returns 0, or -1 when the
+ * list breaks the grammar. */
+static int read_extension_list(const char *list, struct deflate_offer *first, bool *found)
+{
+    for (const char *p = skip_spaces(list); *p != '\0'; p = skip_spaces(p)) {
+        if (*p == ',') {
+            p++;
+            continue;
+        }
+        struct deflate_offer offer;
+        int acceptable = read_extension(&p, &offer);
+        if (acceptable < 0)
+            return -1;
+        if (acceptable > 0 && !*found) {
+            *first = offer;
+            *found = true;
+        }
+    }
+    return 0;
+}
+
+static uint8_t smaller(uint8_t a, uint8_t b)
+{
+    return a < b ? a : b;
+}
+
+int ws_negotiate_deflate(const struct ws_request *request, struct ws_deflate_params *params,
+                         struct ws_refusal *refusal)
+{
+    struct deflate_offer offer;
+    bool found = false;
+    for (size_t i = 0; i < request->header_count; i++) {
+        if (strcasecmp(request->headers[i].name, "Sec-WebSocket-Extensions") == 0 &&
+            read_extension_list(request->headers[i].value, &offer, &found) != 0) {
+            set_refusal(refusal, 400, "Sec-WebSocket-Extensions is not a list of extensions");
+            return -1;
+        }
+    }
+    if (!found)
+        return 0;
+    /* RFC 7692 §7.1: our answer. We deflate with at most our own window,
+     * and name it when the client asked for a limit; we ask the client for
+     * at most ours too when it said it can obey such a limit, and inflate
+     * with whatever window it may then use. */
+    uint8_t server_bits =
+        offer.has[SERVER_MAX_WINDOW_BITS] ? offer.server_bits : DEFLATE_LARGEST_WINDOW_BITS;
+    uint8_t client_bits =
+        offer.has[CLIENT_MAX_WINDOW_BITS] ? offer.client_bits : DEFLATE_LARGEST_WINDOW_BITS;
+    *params = (struct ws_deflate_params){
+        .server_window_bits = smaller(server_bits, DEFLATE_MAX_WINDOW_BITS),
+        .client_window_bits = offer.has[CLIENT_MAX_WINDOW_BITS]
+                                  ? smaller(client_bits, DEFLATE_MAX_WINDOW_BITS)
+                                  : client_bits,
+        .server_no_context_takeover = offer.has[SERVER_NO_CONTEXT_TAKEOVER],
+        .client_no_context_takeover = offer.has[CLIENT_NO_CONTEXT_TAKEOVER],
+        .name_server_window_bits = offer.has[SERVER_MAX_WINDOW_BITS],
+        .name_client_window_bits = offer.has[CLIENT_MAX_WINDOW_BITS],
+    };
+    return 1;
+}
+
+void ws_format_deflate_response(const struct ws_deflate_params *params,
+                                char out[WS_MAX_DEFLATE_RESPONSE])
+{
+    char server_bits[32] = "";
+    char client_bits[32] = "";
+    if (params->name_server_window_bits)
+        snprintf(server_bits, sizeof server_bits, "; server_max_window_bits=%u",
+                 (unsigned)params->server_window_bits);
+    if (params->name_client_window_bits)
+        snprintf(client_bits, sizeof client_bits, "; client_max_window_bits=%u",
+                 (unsigned)params->client_window_bits);
+    snprintf(out, WS_MAX_DEFLATE_RESPONSE, "permessage-deflate%s%s%s%s",
+             params->server_no_context_takeover ? "; server_no_context_takeover" : "",
+             params->client_no_context_takeover ? "; client_no_context_takeover" : "", server_bits,
+             client_bits);
+}
+
 /* ==== 5. Frames (RFC 6455 §5.2) ========================================= */
 
 /* A frame header, bit by bit (RFC 6455 §5.2):
@@ -1116,13 +1389,129 @@ void ws_describe_frame(const struct ws_frame_header *header, size_t header_size,
     } else if (available > 0) {
         describe_bytes(payload, available, total, shown, sizeof shown);
     }
-    snprintf(out, size, "FIN=%d RSV=%d%d%d opcode=%X (%s) MASK=%d%s length=%llu (%s)%s%s",
+    /* RFC 7692 §6: RSV1 on the first frame of a message says "compressed". */
+    bool compressed = (header->rsv & WS_RSV1) != 0 &&
+                      (header->opcode == WS_OPCODE_TEXT || header->opcode == WS_OPCODE_BINARY);
+    snprintf(out, size, "FIN=%d RSV=%d%d%d opcode=%X (%s%s) MASK=%d%s length=%llu (%s)%s%s",
              header->fin, header->rsv >> 2 & 1, header->rsv >> 1 & 1, header->rsv & 1,
-             (unsigned)header->opcode, opcode_name(header->opcode), header->masked, key,
-             (unsigned long long)total, form, shown[0] ? " " : "", shown);
+             (unsigned)header->opcode, opcode_name(header->opcode),
+             compressed ? ", compressed" : "", header->masked, key, (unsigned long long)total, form,
+             shown[0] ? " " : "", shown);
 }
 
 /* ==== 6. A connection: receive, send, close ============================= */
+
+/* ---- Compression: each connection's zlib streams (RFC 7692 §7.2) ------- */
+
+/* RFC 7692 §7.2.1: a compressed message is DEFLATE data (RFC 1951) ended by
+ * a "sync flush", which always ends with these 4 bytes. The sender removes
+ * them; the receiver appends them again before inflating. */
+static const uint8_t DEFLATE_TRAILER[4] = {0x00, 0x00, 0xff, 0xff};
+
+/* What a connection that agreed to permessage-deflate holds: one stream to
+ * inflate what it receives and one to deflate what it sends, each started
+ * the first time it is needed, and the buffer deflate() writes into. */
+struct compression {
+    z_stream inflater;
+    z_stream deflater;
+    uint8_t *out; /* DEFLATE_BUFFER_SIZE bytes, made with the deflater */
+    size_t out_used;
+    /* Receiving: zlib may leave input unused, so how many bytes after
+     * inbox[in_start] are unmasked already (fewer than WS_INBOX_SIZE); how
+     * much of DEFLATE_TRAILER has been inflated; whether the current frame
+     * has been traced. (No padding here either.) */
+    uint32_t unmasked_ahead;
+    uint8_t trailer_used;
+    bool frame_traced;
+    bool inflater_ready;
+    bool deflater_ready;
+};
+
+/* The connection's compression state, made the first time it is needed, or
+ * NULL when there is no memory for it. */
+static struct compression *get_compression(struct ws *ws)
+{
+    if (ws->compression == NULL)
+        ws->compression = calloc(1, sizeof *ws->compression);
+    return ws->compression;
+}
+
+/* The stream that inflates received messages, started on first use. The
+ * negative window bits ask zlib for raw DEFLATE, without the zlib header
+ * RFC 7692 leaves out. A client told to use 8 bits that deflates with zlib
+ * uses 9 anyway (see take_deflate_param()): a larger window inflates
+ * anything a smaller one made, so we never inflate with less than 9. */
+static z_stream *get_inflater(struct ws *ws)
+{
+    struct compression *compression = get_compression(ws);
+    if (compression == NULL)
+        return NULL;
+    if (!compression->inflater_ready) {
+        int bits = ws->deflate.client_window_bits < 9 ? 9 : ws->deflate.client_window_bits;
+        if (inflateInit2(&compression->inflater, -bits) != Z_OK)
+            return NULL;
+        compression->inflater_ready = true;
+    }
+    return &compression->inflater;
+}
+
+/* The stream that deflates the messages we send, and its output buffer,
+ * started on first use with our window and memory level. */
+static z_stream *get_deflater(struct ws *ws)
+{
+    struct compression *compression = get_compression(ws);
+    if (compression == NULL)
+        return NULL;
+    if (!compression->deflater_ready) {
+        compression->out = malloc(DEFLATE_BUFFER_SIZE);
+        if (compression->out == NULL ||
+            deflateInit2(&compression->deflater, Z_DEFAULT_COMPRESSION, Z_DEFLATED,
+                         -ws->deflate.server_window_bits, DEFLATE_MEM_LEVEL,
+                         Z_DEFAULT_STRATEGY) != Z_OK) {
+            free(compression->out);
+            compression->out = NULL;
+            return NULL;
+        }
+        compression->deflater_ready = true;
+    }
+    return &compression->deflater;
+}
+
+static void free_compression(struct compression *compression)
+{
+    if (compression == NULL)
+        return;
+    if (compression->inflater_ready)
+        inflateEnd(&compression->inflater);
+    if (compression->deflater_ready)
+        deflateEnd(&compression->deflater);
+    free(compression->out);
+    free(compression);
+}
+
+/* The handshake's part in compression: with --permessage-deflate, takes the
+ * client's first acceptable offer and writes the header line that accepts it
+ * into line ("" when there was none). Returns 1 when compression is agreed,
+ * 0 when not, or -1 with *refusal (400) and errno EINVAL for a malformed
+ * Sec-WebSocket-Extensions. */
+static int agree_on_compression(const struct ws_request *request,
+                                const struct ws_settings *settings,
+                                struct ws_deflate_params *params, char *line, size_t size,
+                                struct ws_refusal *refusal)
+{
+    line[0] = '\0';
+    if (!settings->permessage_deflate)
+        return 0; /* Sec-WebSocket-Extensions is then ignored, as before */
+    int agreed = ws_negotiate_deflate(request, params, refusal);
+    if (agreed < 0)
+        errno = EINVAL;
+    if (agreed > 0) {
+        char value[WS_MAX_DEFLATE_RESPONSE];
+        ws_format_deflate_response(params, value);
+        snprintf(line, size, "Sec-WebSocket-Extensions: %s\r\n", value);
+    }
+    return agreed;
+}
 
 /* The closing handshake (RFC 6455 §7) moves a connection from OPEN through
  * CLOSE_SENT or CLOSE_RECEIVED to CLOSED; any failure makes it ABORTED. */
@@ -1172,20 +1561,28 @@ static int set_connection_options(struct ws_transport *transport,
 }
 
 struct ws *ws_accept(struct ws_transport *transport, const struct ws_request *request,
-                     const struct ws_settings *settings)
+                     const struct ws_settings *settings, struct ws_refusal *refusal)
 {
+    set_refusal(refusal, 0, "the connection failed during the handshake");
+    struct ws_deflate_params deflate = {0};
+    char extensions[WS_MAX_DEFLATE_RESPONSE + 32];
+    int agreed =
+        agree_on_compression(request, settings, &deflate, extensions, sizeof extensions, refusal);
+    if (agreed < 0)
+        return NULL;
     char accept[29];
     if (ws_accept_key(ws_request_header(request, "Sec-WebSocket-Key"), accept) != 0 ||
         set_connection_options(transport, settings) != 0)
         return NULL;
-    char response[256];
+    char response[384];
     int length = snprintf(response, sizeof response,
                           "HTTP/1.1 101 Switching Protocols\r\n"
                           "Upgrade: websocket\r\n"
                           "Connection: Upgrade\r\n"
                           "Sec-WebSocket-Accept: %s\r\n"
+                          "%s"
                           "\r\n",
-                          accept);
+                          accept, extensions);
     struct ws *ws = calloc(1, sizeof *ws);
     if (ws == NULL)
         return NULL;
@@ -1193,6 +1590,8 @@ struct ws *ws_accept(struct ws_transport *transport, const struct ws_request *re
     ws->settings = *settings;
     ws->state = WS_STATE_OPEN;
     ws->sent_close_status = WS_CLOSE_ABNORMAL_CLOSURE; /* until we send one */
+    ws->deflate_agreed = agreed > 0;
+    ws->deflate = deflate;
     ws->last_heard = now_milliseconds();
     ws->bytes_received = request->length;
     ws->bytes_sent = (uint64_t)length;
@@ -1210,6 +1609,7 @@ struct ws *ws_accept(struct ws_transport *transport, const struct ws_request *re
 
 void ws_free(struct ws *ws)
 {
+    free_compression(ws->compression);
     free(ws);
 }
 
@@ -1247,19 +1647,31 @@ static void trace_frame(const struct ws *ws, const char *direction,
     ws->settings.trace(ws->settings.trace_context, line);
 }
 
+/* RFC 7692 §6.1: once permessage-deflate is agreed we compress every message
+ * we send, and say so with RSV1 on its first frame (and only there). */
+static bool starts_compressed_message(const struct ws *ws, enum ws_opcode opcode)
+{
+    return ws->deflate_agreed && (opcode == WS_OPCODE_TEXT || opcode == WS_OPCODE_BINARY);
+}
+
 /* Sends one unmasked frame (RFC 6455 §5.1: a server never masks), header and
  * payload in a single sendmsg() call. A frame that could not be sent whole
  * leaves the peer in the middle of a frame: the connection has failed. */
 static int send_frame(struct ws *ws, bool fin, enum ws_opcode opcode, const void *payload,
                       size_t length)
 {
-    struct ws_frame_header header = {.fin = fin, .opcode = opcode, .payload_length = length};
+    struct ws_frame_header header = {.fin = fin,
+                                     .rsv = starts_compressed_message(ws, opcode) ? WS_RSV1 : 0,
+                                     .opcode = opcode,
+                                     .payload_length = length};
     uint8_t header_bytes[WS_MAX_FRAME_HEADER];
     struct iovec iov[2] = {
         {.iov_base = header_bytes, .iov_len = ws_encode_frame_header(&header, header_bytes)},
         {.iov_base = (void *)payload, .iov_len = length},
     };
-    bool text = opcode == WS_OPCODE_TEXT || (opcode == WS_OPCODE_CONTINUATION && ws->sending_text);
+    /* --trace shows a compressed payload as bytes: as text it means nothing. */
+    bool text = !ws->deflate_agreed && (opcode == WS_OPCODE_TEXT ||
+                                        (opcode == WS_OPCODE_CONTINUATION && ws->sending_text));
     trace_frame(ws, ">>", &header, iov[0].iov_len, payload, length, text);
     size_t total = iov[0].iov_len + length;
     if (send_all(&ws->transport, iov, length > 0 ? 2 : 1) != 0) {
@@ -1294,6 +1706,91 @@ static int send_close_frame(struct ws *ws, enum ws_close_status status, const ch
     return send_frame(ws, true, WS_OPCODE_CLOSE, payload, length);
 }
 
+/* ---- Sending compressed (RFC 7692 §7.2.1) ---- */
+
+/* Sends the first count bytes of the deflate buffer as the next frame of the
+ * message (the first one says text or binary, the others continuation), and
+ * keeps the rest of the buffer for later. */
+static int send_deflated(struct ws *ws, struct compression *compression, size_t count, bool fin)
+{
+    enum ws_opcode opcode = ws->sending_message ? WS_OPCODE_CONTINUATION
+                            : ws->sending_text  ? WS_OPCODE_TEXT
+                                                : WS_OPCODE_BINARY;
+    ws->sending_message = !fin;
+    if (send_frame(ws, fin, opcode, compression->out, count) != 0)
+        return -1;
+    compression->out_used -= count;
+    memmove(compression->out, compression->out + count, compression->out_used);
+    return 0;
+}
+
+/* Runs deflate() until it has taken all its input and, with Z_SYNC_FLUSH,
+ * written out everything it holds. Each time the buffer fills, it goes out
+ * as a frame, but for its last 4 bytes: they may be the start of the trailer
+ * that ws_send_compressed() must remove, which can straddle two fillings. */
+static int deflate_input(struct ws *ws, struct compression *compression, int flush)
+{
+    z_stream *deflater = &compression->deflater;
+    for (;;) {
+        deflater->next_out = compression->out + compression->out_used;
+        deflater->avail_out = (uInt)(DEFLATE_BUFFER_SIZE - compression->out_used);
+        deflate(deflater, flush); /* Z_OK, or Z_BUF_ERROR: nothing to do; never worse */
+        compression->out_used = DEFLATE_BUFFER_SIZE - deflater->avail_out;
+        if (deflater->avail_out > 0)
+            return 0; /* room left over: zlib has done all it can */
+        if (send_deflated(ws, compression, compression->out_used - sizeof DEFLATE_TRAILER, false) !=
+            0)
+            return -1;
+    }
+}
+
+/* ws_send() once permessage-deflate is agreed: the chunk goes through the
+ * deflater. A chunk that does not end the message is deflated with
+ * Z_NO_FLUSH, so zlib may keep it to compress it better with what follows,
+ * and a frame goes out only when the buffer fills. The last chunk is flushed
+ * with Z_SYNC_FLUSH, whose output ends with DEFLATE_TRAILER, which we remove
+ * (RFC 7692 §7.2.1); its frame ends the message. One case gives no output at
+ * all: an empty message right after another message, since zlib will not
+ * flush twice with nothing in between. Its payload is then the single byte
+ * 0x00, an empty block once the trailer is appended (RFC 7692 §7.2.3.6). */
+static int ws_send_compressed(struct ws *ws, const uint8_t *buf, size_t len, bool end_of_message)
+{
+    z_stream *deflater = get_deflater(ws);
+    if (deflater == NULL) {
+        send_close_frame(ws, WS_CLOSE_INTERNAL_ERROR, "out of memory");
+        ws->state = WS_STATE_ABORTED;
+        errno = ENOMEM;
+        return -1;
+    }
+    struct compression *compression = ws->compression;
+    do { /* zlib counts in uInt, perhaps narrower than size_t */
+        uInt chunk = len > UINT_MAX ? UINT_MAX : (uInt)len;
+        deflater->next_in = buf;
+        deflater->avail_in = chunk;
+        buf += chunk;
+        len -= chunk;
+        if (deflate_input(ws, compression,
+                          end_of_message && len == 0 ? Z_SYNC_FLUSH : Z_NO_FLUSH) != 0)
+            return -1;
+    } while (len > 0);
+    if (!end_of_message)
+        return 0; /* what did not fill the buffer waits there for the rest */
+    size_t held_back = sizeof DEFLATE_TRAILER;
+    uint8_t *end = compression->out + compression->out_used;
+    if (compression->out_used >= held_back &&
+        memcmp(end - held_back, DEFLATE_TRAILER, held_back) == 0)
+        compression->out_used -= held_back;
+    else /* nothing was flushed: see below */
+        compression->out[compression->out_used++] = 0x00;
+    if (send_deflated(ws, compression, compression->out_used, true) != 0)
+        return -1;
+    /* server_no_context_takeover: the next message starts with an empty
+     * window, so the client may forget this one (RFC 7692 §7.1.1.1). */
+    if (ws->deflate.server_no_context_takeover)
+        deflateReset(deflater);
+    return 0;
+}
+
 int ws_send(struct ws *ws, const void *buf, size_t len, enum ws_message_type type,
             bool end_of_message)
 {
@@ -1310,8 +1807,10 @@ int ws_send(struct ws *ws, const void *buf, size_t len, enum ws_message_type typ
     enum ws_opcode opcode = ws->sending_message       ? WS_OPCODE_CONTINUATION
                             : type == WS_MESSAGE_TEXT ? WS_OPCODE_TEXT
                                                       : WS_OPCODE_BINARY;
-    ws->sending_message = !end_of_message;
     ws->sending_text = type == WS_MESSAGE_TEXT;
+    if (ws->deflate_agreed)
+        return ws_send_compressed(ws, buf, len, end_of_message);
+    ws->sending_message = !end_of_message;
     return send_frame(ws, end_of_message, opcode, buf, len);
 }
 
@@ -1524,8 +2023,12 @@ static const char *frame_header_problem(const struct ws *ws, const struct ws_fra
         return "continuation frame without a message to continue"; /* §5.4 */
     if ((header->opcode == WS_OPCODE_TEXT || header->opcode == WS_OPCODE_BINARY) && ws->in_message)
         return "new message started inside a fragmented message"; /* §5.4 */
-    if (header->rsv != 0)
+    if (header->rsv != 0 && !ws->deflate_agreed)
         return "reserved bits set, but no extension was negotiated"; /* §5.2 */
+    if ((header->rsv & ~WS_RSV1) != 0)
+        return "RSV2 or RSV3 set, but no extension uses them"; /* §5.2 */
+    if (header->rsv != 0 && header->opcode != WS_OPCODE_TEXT && header->opcode != WS_OPCODE_BINARY)
+        return "RSV1 set on a continuation or control frame"; /* RFC 7692 §6.1 */
     if (!is_known_opcode(header->opcode))
         return "reserved opcode"; /* §5.2 */
     return NULL;
@@ -1595,14 +2098,18 @@ static int next_frame(struct ws *ws)
     }
     if (is_control_opcode(header.opcode))
         return handle_control_frame(ws, &header, (size_t)header_size);
+    if (header.opcode != WS_OPCODE_CONTINUATION)
+        ws->message_compressed = (header.rsv & WS_RSV1) != 0; /* RFC 7692 §6 */
     /* The limit applies to the whole message, so a message cannot slip past
      * it in many small frames; and it is checked on the header, before a
-     * single byte of the payload is read. */
+     * single byte of the payload is read. A compressed message's size is
+     * what it inflates to, which only inflating tells: deliver_inflated()
+     * counts it. */
     uint64_t size_so_far = header.opcode == WS_OPCODE_CONTINUATION ? ws->message_size : 0;
     uint64_t limit = ws->settings.max_message_size;
-    if (limit > 0 && header.payload_length > limit - size_so_far)
+    if (!ws->message_compressed && limit > 0 && header.payload_length > limit - size_so_far)
         return fail_connection(ws, WS_CLOSE_MESSAGE_TOO_BIG, "message too big");
-    ws->message_size = size_so_far + header.payload_length;
+    ws->message_size = size_so_far + (ws->message_compressed ? 0 : header.payload_length);
     if (header.opcode != WS_OPCODE_CONTINUATION) {
         ws->in_message = true;
         ws->message_type = header.opcode == WS_OPCODE_TEXT ? WS_MESSAGE_TEXT : WS_MESSAGE_BINARY;
@@ -1615,25 +2122,11 @@ static int next_frame(struct ws *ws)
     return 0;
 }
 
-/* Hands the caller the next piece of the current data frame's payload. */
-static int deliver_payload(struct ws *ws, uint8_t *buf, size_t len,
-                           struct ws_receive_result *result)
+/* What every piece of a data message goes through, compressed or not, once
+ * its count bytes are in buf: the UTF-8 check, then the result. */
+static int hand_over(struct ws *ws, const uint8_t *buf, size_t count, bool end_of_frame,
+                     struct ws_receive_result *result)
 {
-    uint64_t remaining = ws->frame.payload_length - ws->frame_bytes_read;
-    bool first_piece = ws->frame_bytes_read == 0;
-    size_t count = 0;
-    if (remaining > 0) {
-        ssize_t got = read_payload(ws, ws->frame.mask_key, ws->frame_bytes_read, buf,
-                                   remaining < len ? (size_t)remaining : len);
-        if (got < 0)
-            return -1;
-        count = (size_t)got;
-        ws->frame_bytes_read += count;
-    }
-    if (first_piece)
-        trace_frame(ws, "<<", &ws->frame, (size_t)ws->frame_header_size, buf, count,
-                    ws->message_type == WS_MESSAGE_TEXT);
-    bool end_of_frame = ws->frame_bytes_read == ws->frame.payload_length;
     bool end_of_message = end_of_frame && ws->frame.fin;
 
     /* RFC 6455 §8.1: a text message must be valid UTF-8. We check each piece
@@ -1650,6 +2143,187 @@ static int deliver_payload(struct ws *ws, uint8_t *buf, size_t len,
     result->message_type = ws->message_type;
     result->end_of_message = end_of_message;
     return 0;
+}
+
+/* ---- Receiving compressed (RFC 7692 §7.2.2) ---- */
+
+/* Sets the inflater's input to the next bytes of the message at hand: the
+ * frame's payload, as far as it is in the inbox (unmasked there, in place,
+ * the first time it is offered), then, after a final frame's payload, the
+ * trailer the sender removed. Returns how many bytes that is: 0 when the
+ * payload has not arrived yet, or the frame has no input left. */
+static size_t set_inflate_input(struct ws *ws, struct compression *compression)
+{
+    z_stream *inflater = &compression->inflater;
+    uint64_t remaining = ws->frame.payload_length - ws->frame_bytes_read;
+    if (remaining == 0) {
+        size_t left = ws->frame.fin ? sizeof DEFLATE_TRAILER - compression->trailer_used : 0;
+        inflater->next_in = DEFLATE_TRAILER + compression->trailer_used;
+        inflater->avail_in = (uInt)left;
+        return left;
+    }
+    size_t available = ws->in_end - ws->in_start; /* at most WS_INBOX_SIZE */
+    size_t count = available < remaining ? available : (size_t)remaining;
+    size_t ahead = compression->unmasked_ahead;
+    if (count > ahead) {
+        ws_mask(ws->inbox + ws->in_start + ahead, count - ahead, ws->frame.mask_key,
+                ws->frame_bytes_read + ahead);
+        compression->unmasked_ahead = (uint32_t)count;
+    }
+    inflater->next_in = ws->inbox + ws->in_start;
+    inflater->avail_in = (uInt)count;
+    return count;
+}
+
+/* Marks used the first used bytes of what set_inflate_input() offered. */
+static void use_inflate_input(struct ws *ws, struct compression *compression, size_t used)
+{
+    if (ws->frame_bytes_read == ws->frame.payload_length) {
+        compression->trailer_used += (uint8_t)used;
+        return;
+    }
+    ws->in_start += used;
+    ws->frame_bytes_read += used;
+    compression->unmasked_ahead -= (uint32_t)used;
+}
+
+/* True once zlib has been given all of the frame's input. */
+static bool inflate_input_done(const struct ws *ws, const struct compression *compression)
+{
+    return ws->frame_bytes_read == ws->frame.payload_length &&
+           (!ws->frame.fin || compression->trailer_used == sizeof DEFLATE_TRAILER);
+}
+
+/* A sender may end a message with a block marked final (BFINAL, RFC 7692
+ * §7.2.3.3), after which zlib takes the stream as ended. We start a new one
+ * for what follows, and, unless the client resets its window after each
+ * message, give it the old window as its dictionary: later data may still
+ * refer back into it. Returns Z_OK, or a zlib error. */
+static int restart_inflater(struct ws *ws, z_stream *inflater)
+{
+    bool keep = !ws->deflate.client_no_context_takeover;
+    Bytef *window = keep ? malloc((size_t)1 << DEFLATE_LARGEST_WINDOW_BITS) : NULL;
+    if (keep && window == NULL)
+        return Z_MEM_ERROR;
+    uInt length = 0;
+    int status = keep ? inflateGetDictionary(inflater, window, &length) : Z_OK;
+    if (status == Z_OK)
+        status = inflateReset(inflater);
+    if (status == Z_OK && length > 0)
+        status = inflateSetDictionary(inflater, window, length);
+    free(window);
+    return status;
+}
+
+/* --trace: a compressed frame is drawn once, with the first payload bytes
+ * that are at hand (or none, if its payload is empty), in hex. */
+static void trace_compressed_frame(struct ws *ws, struct compression *compression, size_t input)
+{
+    if (compression->frame_traced || (input == 0 && ws->frame.payload_length > 0))
+        return;
+    bool payload = ws->frame.payload_length > 0;
+    trace_frame(ws, "<<", &ws->frame, ws->frame_header_size, ws->inbox + ws->in_start,
+                payload ? input : 0, false);
+    compression->frame_traced = true;
+}
+
+/* Inflates the frame's input into the inflater's output, waiting for more of
+ * the payload only while nothing has come out yet. Returns 1 when the frame
+ * is done (all input used and all output out), 0 when the output is full or
+ * the rest of the payload has not arrived, -1 when the connection failed. */
+static int inflate_frame(struct ws *ws, struct compression *compression, uInt room)
+{
+    z_stream *inflater = &compression->inflater;
+    for (;;) {
+        size_t input = set_inflate_input(ws, compression);
+        trace_compressed_frame(ws, compression, input);
+        if (input == 0 && !inflate_input_done(ws, compression)) {
+            if (inflater->avail_out < room)
+                return 0; /* hand over what came out before waiting */
+            if (receive_more(ws) != 0)
+                return -1;
+            continue;
+        }
+        uInt out_before = inflater->avail_out;
+        int status = inflate(inflater, Z_SYNC_FLUSH);
+        use_inflate_input(ws, compression, input - inflater->avail_in);
+        bool stuck = input > 0 && inflater->avail_in == input && inflater->avail_out == out_before;
+        if (status == Z_STREAM_END)
+            status = restart_inflater(ws, inflater);
+        if (status == Z_DATA_ERROR || (status == Z_BUF_ERROR && stuck))
+            return fail_connection(ws, WS_CLOSE_INVALID_PAYLOAD_DATA, "invalid compressed data");
+        if (status != Z_OK && status != Z_BUF_ERROR)
+            return fail_connection(ws, WS_CLOSE_INTERNAL_ERROR, "cannot inflate");
+        if (inflate_input_done(ws, compression) && inflater->avail_out > 0)
+            return 1;
+        if (inflater->avail_out == 0)
+            return 0;
+    }
+}
+
+/* Hands the caller the next piece of a compressed message: inflated straight
+ * from the inbox into buf, so that neither a whole message nor a copy of it
+ * is ever held. zlib may take input without giving output yet, or hold
+ * output back until there is room: buf may be of any size. The size limit
+ * counts inflated bytes, as they come out: a small message that would
+ * inflate to gigabytes (a "zip bomb") fails as soon as it passes the limit. */
+static int deliver_inflated(struct ws *ws, uint8_t *buf, size_t len,
+                            struct ws_receive_result *result)
+{
+    z_stream *inflater = get_inflater(ws);
+    if (inflater == NULL)
+        return fail_connection(ws, WS_CLOSE_INTERNAL_ERROR, "out of memory");
+    struct compression *compression = ws->compression;
+    uInt room = len > UINT_MAX ? UINT_MAX : (uInt)len;
+    inflater->next_out = buf;
+    inflater->avail_out = room;
+    int frame_done = inflate_frame(ws, compression, room);
+    if (frame_done < 0)
+        return -1;
+    size_t count = room - inflater->avail_out;
+    ws->message_size += count;
+    uint64_t limit = ws->settings.max_message_size;
+    if (limit > 0 && ws->message_size > limit)
+        return fail_connection(ws, WS_CLOSE_MESSAGE_TOO_BIG, "message too big");
+    bool end_of_message = frame_done && ws->frame.fin;
+    if (end_of_message) {
+        /* After the trailer, a whole message leaves zlib between two blocks
+         * (bit 128 of data_type, zlib.h); anywhere else, it was cut short. */
+        if ((inflater->data_type & 128) == 0)
+            return fail_connection(ws, WS_CLOSE_INVALID_PAYLOAD_DATA,
+                                   "compressed message cut short");
+        compression->trailer_used = 0;
+        /* client_no_context_takeover: the client starts each message with an
+         * empty window, so we may forget this one (RFC 7692 §7.1.1.2). */
+        if (ws->deflate.client_no_context_takeover && inflateReset(inflater) != Z_OK)
+            return fail_connection(ws, WS_CLOSE_INTERNAL_ERROR, "cannot inflate");
+    }
+    if (frame_done)
+        compression->frame_traced = false;
+    return hand_over(ws, buf, count, frame_done, result);
+}
+
+/* Hands the caller the next piece of the current data frame's payload. */
+static int deliver_payload(struct ws *ws, uint8_t *buf, size_t len,
+                           struct ws_receive_result *result)
+{
+    if (ws->message_compressed)
+        return deliver_inflated(ws, buf, len, result);
+    uint64_t remaining = ws->frame.payload_length - ws->frame_bytes_read;
+    bool first_piece = ws->frame_bytes_read == 0;
+    size_t count = 0;
+    if (remaining > 0) {
+        ssize_t got = read_payload(ws, ws->frame.mask_key, ws->frame_bytes_read, buf,
+                                   remaining < len ? (size_t)remaining : len);
+        if (got < 0)
+            return -1;
+        count = (size_t)got;
+        ws->frame_bytes_read += count;
+    }
+    if (first_piece)
+        trace_frame(ws, "<<", &ws->frame, ws->frame_header_size, buf, count,
+                    ws->message_type == WS_MESSAGE_TEXT);
+    return hand_over(ws, buf, count, ws->frame_bytes_read == ws->frame.payload_length, result);
 }
 
 static void report_close(const struct ws *ws, struct ws_receive_result *result)

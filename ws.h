@@ -140,6 +140,14 @@ struct ws_settings {
      * it waits, and then closes with 1001 Going Away as soon as it is between
      * two messages with nothing more received. */
     int stop_fd;
+
+    /* --permessage-deflate: accept a client's offer of compression (RFC
+     * 7692), and then compress every message we send. Off by default: a
+     * connection that agrees to it holds zlib's state for its whole life,
+     * about 44 KiB more than the 28 KiB an echoing connection costs without
+     * (README, "Compression"). Node's ws leaves it off on servers for the
+     * same reason. */
+    bool permessage_deflate;
 };
 
 /* ==== The transport: TCP, or TLS over TCP ============================== */
@@ -290,13 +298,19 @@ struct ws_receive_result {
 
 /* Completes the opening handshake for a request that ws_is_websocket_request()
  * accepted: sends "101 Switching Protocols" and returns a new connection,
- * OPEN, or NULL. The caller still owns the transport, and closes it after
- * ws_free(). The connection keeps a copy of *settings. */
+ * OPEN. With settings->permessage_deflate, it first takes the client's first
+ * acceptable permessage-deflate offer, if any (ws_negotiate_deflate()).
+ * Returns NULL with *refusal saying how to answer: 400 when the request's
+ * Sec-WebSocket-Extensions is not an extension list (errno EINVAL), 0 when
+ * the 101 could not be sent (errno says why). The caller still owns the
+ * transport, and closes it after ws_free(). The connection keeps a copy of
+ * *settings. */
 struct ws *ws_accept(struct ws_transport *transport, const struct ws_request *request,
-                     const struct ws_settings *settings);
+                     const struct ws_settings *settings, struct ws_refusal *refusal);
 
 /* Receives the next chunk of the current message into buf (at most len bytes,
- * len > 0) and describes it in *result. Pings are answered and pongs skipped
+ * len > 0) and describes it in *result. A compressed message (RFC 7692) is
+ * delivered inflated; a chunk may then hold no bytes at all. Pings are answered and pongs skipped
  * on the way. When the peer sends a close frame, result->close_status is set
  * (WS_CLOSE_NO_STATUS_RECEIVED for an empty one), the state becomes
  * CLOSE_RECEIVED, and the caller should answer with ws_close(); asked again,
@@ -310,8 +324,11 @@ int ws_receive(struct ws *ws, void *buf, size_t len, struct ws_receive_result *r
 
 /* Sends len bytes as one frame of a text or binary message, while the state
  * is OPEN or CLOSE_RECEIVED. When end_of_message is false, the message goes on
- * in the next ws_send(), whose frame will be a continuation frame. Returns 0,
- * or -1: EPIPE once our close frame is sent, EINVAL for WS_MESSAGE_CLOSE. */
+ * in the next ws_send(), whose frame will be a continuation frame. When
+ * permessage-deflate was agreed, the bytes are compressed instead, and go out
+ * in as many frames as their compressed form fills (perhaps none yet, for a
+ * chunk that does not end the message). Returns 0, or -1: EPIPE once our
+ * close frame is sent, EINVAL for WS_MESSAGE_CLOSE. */
 int ws_send(struct ws *ws, const void *buf, size_t len, enum ws_message_type type,
             bool end_of_message);
 
@@ -418,6 +435,41 @@ void ws_describe_frame(const struct ws_frame_header *header, size_t header_size,
  * bytes, the terminating NUL included, and stops early rather than cut an
  * escape in half. Returns how many of the bytes it wrote. */
 size_t ws_escape(const uint8_t *bytes, size_t length, char *out, size_t size);
+
+/* ==== permessage-deflate (RFC 7692) ===================================== */
+
+/* RFC 7692 §6: RSV1 marks the first frame of a compressed message. */
+#define WS_RSV1 0x4
+
+/* What we agreed with a client that offered permessage-deflate (RFC 7692
+ * §7.1): the windows each side compresses with, whether each side starts
+ * every message afresh, and which window sizes the response must name. */
+struct ws_deflate_params {
+    uint8_t server_window_bits;      /* the window we deflate with: 9 to 12 */
+    uint8_t client_window_bits;      /* the window the client deflates with: 8 to 15 */
+    bool server_no_context_takeover; /* we reset our compressor after each message */
+    bool client_no_context_takeover; /* the client does; so we reset our decompressor */
+    bool name_server_window_bits;    /* the offer had server_max_window_bits */
+    bool name_client_window_bits;    /* the offer had client_max_window_bits */
+};
+
+/* The longest Sec-WebSocket-Extensions value ws_format_deflate_response()
+ * writes, with its terminating NUL. */
+#define WS_MAX_DEFLATE_RESPONSE 160
+
+/* Reads every Sec-WebSocket-Extensions header of request (RFC 6455 §9.1: a
+ * comma-separated list of extensions, each with ";"-separated parameters)
+ * and takes the first permessage-deflate offer we can accept, skipping other
+ * extensions and offers with an unknown or repeated parameter or a value
+ * out of range. Returns 1 when it took one (and filled *params), 0 when there
+ * was none, or -1 with *refusal (400) when a header is not an extension list. */
+int ws_negotiate_deflate(const struct ws_request *request, struct ws_deflate_params *params,
+                         struct ws_refusal *refusal);
+
+/* Writes the Sec-WebSocket-Extensions value that accepts an offer, such as
+ * "permessage-deflate; server_no_context_takeover; client_max_window_bits=12". */
+void ws_format_deflate_response(const struct ws_deflate_params *params,
+                                char out[WS_MAX_DEFLATE_RESPONSE]);
 
 /* ==== UTF-8 (RFC 6455 §5.6, §8.1) ======================================= */
 

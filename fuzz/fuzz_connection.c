@@ -10,8 +10,10 @@
  * blocks on a full socket. Besides crashes, it checks what ws_receive()
  * promises the application: a chunk never overflows the buffer, a message
  * never passes the size limit, and a text message is valid UTF-8 (against
- * reference_utf8.h) when its last chunk has been delivered. Run with
- * "make fuzz". */
+ * reference_utf8.h) when its last chunk has been delivered. The client
+ * offers permessage-deflate and the server accepts it (RFC 7692), so a frame
+ * with RSV1 starts a compressed message, which is inflated, with the limit
+ * on its inflated size, and every echo is compressed. Run with "make fuzz". */
 #define _POSIX_C_SOURCE 200809L
 
 #include "../ws.h"
@@ -28,7 +30,8 @@
 static const char REQUEST[] =
     "GET / HTTP/1.1\r\nHost: fuzz\r\nUpgrade: websocket\r\n"
     "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-    "Sec-WebSocket-Version: 13\r\n\r\n";
+    "Sec-WebSocket-Version: 13\r\n"
+    "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n";
 
 /* The client's side, after it has sent the input: reads until the end. */
 static void *read_until_end(void *arg)
@@ -93,10 +96,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     pthread_t client;
     if (pthread_create(&client, NULL, read_until_end, &ends[1]) != 0)
         abort();
-    const struct ws_settings settings = {.max_message_size = MAX_MESSAGE, .stop_fd = -1};
+    const struct ws_settings settings = {
+        .max_message_size = MAX_MESSAGE, .stop_fd = -1, .permessage_deflate = true};
     struct ws_transport transport;
     ws_transport_init(&transport, ends[0]);
-    struct ws *ws = ws_accept(&transport, &request, &settings);
+    struct ws *ws = ws_accept(&transport, &request, &settings, &refusal);
     if (ws != NULL) {
         serve(ws);
         ws_free(ws);

@@ -1,22 +1,24 @@
 // interop_node.js -- Node's ws (npm), a client nobody here wrote, against our
 // server. Run by tests/interop_node.sh, which installs ws into tests/node/.
-// Usage: node tests/interop_node.js PORT [CA_FILE]; prints "N passed, N failed".
-// With CA_FILE, it connects to wss://localhost:PORT/ and trusts that
+// Usage: node tests/interop_node.js PORT DEFLATE_PORT, the second a server
+// started with --permessage-deflate; prints "N passed, N failed".
+// With WS_CA_FILE set, it connects with wss://localhost and trusts that
 // certificate authority (tests/test_tls.py).
 "use strict";
 const fs = require("fs");
 const WebSocket = require("ws");
 
-const ca = process.argv[3] ? fs.readFileSync(process.argv[3]) : undefined;
-const url = ca ? `wss://localhost:${process.argv[2]}/` : `ws://127.0.0.1:${process.argv[2]}/`;
-const clientOptions = ca ? { ca } : {};
+const ca = process.env.WS_CA_FILE ? fs.readFileSync(process.env.WS_CA_FILE) : undefined;
+const base = ca ? "wss://localhost" : "ws://127.0.0.1";
+const url = `${base}:${process.argv[2]}/`;
+const deflateUrl = `${base}:${process.argv[3]}/`;
 let passed = 0;
 let failed = 0;
 
 // Opens a connection, runs body(ws, next) where next() resolves with the next
 // message (data, isBinary), and reports the test.
-async function test(name, body) {
-  const ws = new WebSocket(url, clientOptions);
+async function test(name, body, target = url, options = {}) {
+  const ws = new WebSocket(target, { ...options, ca });
   const queue = [];
   const waiting = [];
   ws.on("message", (data, isBinary) => {
@@ -84,6 +86,38 @@ function closed(ws) {
     const { code } = await result;
     expect(code === 1007, `got ${code}`);
   });
+  // permessage-deflate: ws compresses messages of 1 KiB and more (its
+  // threshold) and sends smaller ones as they are, on the same connection.
+  const compressed = { perMessageDeflate: true };
+  await test("--permessage-deflate: the offer is accepted", async (ws) => {
+    expect(ws.extensions.startsWith("permessage-deflate"), `extensions: "${ws.extensions}"`);
+  }, deflateUrl, compressed);
+  await test("--permessage-deflate: small and large text and binary come back", async (ws, next) => {
+    const messages = ["short", "κόσμε ".repeat(2000), Buffer.alloc(300000, 7),
+      Buffer.alloc(200000).map((_, i) => (i * 131) & 0xff), ""];
+    for (const message of messages) {
+      ws.send(message);
+      const { data, isBinary } = await next();
+      const same = typeof message === "string" ? !isBinary && data.toString() === message
+        : isBinary && Buffer.compare(data, message) === 0;
+      expect(same, `sent ${message.length} bytes, got ${data.length}`);
+    }
+  }, deflateUrl, compressed);
+  await test("--permessage-deflate: a compressed message in fragments comes back whole", async (ws, next) => {
+    const part = "fragment ".repeat(500);
+    ws.send(part, { fin: false });
+    ws.send(part, { fin: false });
+    ws.send(part, { fin: true });
+    const { data } = await next();
+    expect(data.toString() === part.repeat(3), `got ${data.length} bytes`);
+  }, deflateUrl, compressed);
+  await test("--permessage-deflate: a hundred messages in a row come back in order", async (ws, next) => {
+    for (let i = 0; i < 100; i++) ws.send(`message ${i} `.repeat(i * 10));
+    for (let i = 0; i < 100; i++) {
+      const { data } = await next();
+      expect(data.toString() === `message ${i} `.repeat(i * 10), `message ${i} differs`);
+    }
+  }, deflateUrl, compressed);
   console.log(`${passed} passed, ${failed} failed`);
   process.exit(failed === 0 ? 0 : 1);
 })();

@@ -17,4 +17,6 @@ if [ ! -d "$here/node/node_modules/ws" ]; then
 fi
 . "$here/start_server.sh"
 start_server "$server" --quiet
-NODE_PATH="$here/node/node_modules" node "$here/interop_node.js" "$port"
+plain_port=$port
+start_server "$server" --quiet --permessage-deflate
+NODE_PATH="$here/node/node_modules" node "$here/interop_node.js" "$plain_port" "$port"

@@ -43,6 +43,8 @@ run tests/reliability_tests
 run tests/conformance_tests
 run "$PYTHON" tests/test_trace.py ./server
 run "$PYTHON" tests/test_docs.py ./server
+# permessage-deflate (RFC 7692): Autobahn-style sections 12 and 13, a zip bomb.
+run "$PYTHON" tests/test_deflate.py ./server
 # The server builds without Check; only the tests need it.
 run sh tests/test_build.sh
 # Clients nobody here wrote.

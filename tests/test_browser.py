@@ -131,9 +131,11 @@ class Page:
 
 
 async def session(page, server_port, binary_path, binary):
-    """Connects, sends text and a file, closes with 4000; returns the rows."""
+    """Connects, sends text and a file, closes with 4000; returns the rows,
+    and the extensions the browser's WebSocket agreed to."""
     await page.click("connect")
     await page.wait_for("document.getElementById('status').className === 'open'", "the open event")
+    extensions = await page.evaluate("ws.extensions")
     await page.set_value("text", "Hello from Chromium, κόσμε")
     await page.click("send-text")
     document = await page.call("DOM.getDocument")
@@ -145,7 +147,7 @@ async def session(page, server_port, binary_path, binary):
     await page.set_value("reason", "done")
     await page.click("close")
     await page.wait_for("document.querySelectorAll('#log tr.event').length === 1", "the close event")
-    return await page.rows()
+    return await page.rows(), extensions
 
 
 def check_rows(rows, binary):
@@ -195,22 +197,28 @@ async def run(server, chromium):
     certificate, key, trust_flag = self_signed_certificate(folder)
     process, port = start_server(server)
     tls_process, tls_port = start_server(server, "--tls-cert", certificate, "--tls-key", key)
+    deflating, deflate_port = start_server(server, "--permessage-deflate")
     browser = Browser(chromium, trust_flag)
     try:
         async with websockets.connect(browser.page_socket_url(), max_size=None) as socket:
             page = Page(socket)
-            for name, url, address in [
+            for name, url, address, agreed in [
                     ("the page served by --client-page echoes text and a file, and closes with 4000",
-                     f"http://127.0.0.1:{port}/", None),
+                     f"http://127.0.0.1:{port}/", None, ""),
                     ("the page opened from disk does the same",
-                     "file://" + PAGE, f"ws://127.0.0.1:{port}/"),
+                     "file://" + PAGE, f"ws://127.0.0.1:{port}/", ""),
                     ("the page served over https:// (--tls-cert) does the same over wss://",
-                     f"https://127.0.0.1:{tls_port}/", None)]:
+                     f"https://127.0.0.1:{tls_port}/", None, ""),
+                    ("with --permessage-deflate, Chromium's WebSocket agrees to compression and "
+                     "the same session echoes", f"http://127.0.0.1:{deflate_port}/", None,
+                     "permessage-deflate; client_max_window_bits=12")]:
                 try:
                     await page.open(url)
                     if address:
                         await page.set_value("url", address)
-                    rows = await session(page, port, file.name, binary)
+                    rows, extensions = await session(page, port, file.name, binary)
+                    assert extensions == agreed, \
+                        f"expected extensions {agreed!r}, got {extensions!r}"
                     check_rows(rows, binary)
                     print(f"PASS {name}")
                     results.append(True)
@@ -223,7 +231,7 @@ async def run(server, chromium):
                 out.write(base64.b64decode(shot["data"]))
     finally:
         browser.stop()
-        for server_process in (process, tls_process):
+        for server_process in (process, tls_process, deflating):
             server_process.terminate()
             server_process.wait(timeout=10)
         os.unlink(file.name)

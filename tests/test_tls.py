@@ -180,13 +180,14 @@ def seconds_until_closed(sock, limit):
 
 
 def test_clients_nobody_here_wrote(server, certificate, key, ca):
-    s = Server(server, certificate, key)
+    s = Server(server, certificate, key, "--permessage-deflate")
     try:
         try:
             got = asyncio.run(echo_over_wss(s.port, ca))
         except Exception as error:  # the handshake, or the certificate check, failed
             got = [repr(error)]
-        check("websockets over wss://, checking the certificate: text, 1 MiB, fragments, close",
+        check("websockets over wss:// (compressed: it offers permessage-deflate), checking the"
+              " certificate: text, 1 MiB, fragments, close",
               got == [True] * 4, "[True, True, True, True] (each echo equal, close 1000)", got)
         check("the log says the connection was opened over TLS",
               s.wait_for_log(" over TLSv1."), "a line 'open ... over TLSv1.x CIPHER'",
@@ -257,9 +258,11 @@ def node_checks(port, ca):
         print("SKIPPED Node's ws over wss:// (node or tests/node/node_modules/ws missing:"
               " tests/interop_node.sh installs it)")
         return
-    completed = subprocess.run([node, os.path.join(HERE, "interop_node.js"), str(port), ca],
+    # The server has --permessage-deflate: the suite's compressed cases run
+    # over TLS too, against the same port.
+    completed = subprocess.run([node, os.path.join(HERE, "interop_node.js"), str(port), str(port)],
                                capture_output=True, text=True, timeout=120,
-                               env={**os.environ, "NODE_PATH": modules})
+                               env={**os.environ, "NODE_PATH": modules, "WS_CA_FILE": ca})
     last = completed.stdout.strip().splitlines()[-1:] or [completed.stderr[-300:]]
     ok = completed.returncode == 0 and last[0].endswith(" 0 failed")
     check("Node's ws over wss://, checking the certificate: its whole interop suite",

@@ -12,7 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 /* ==== The accept key (RFC 6455 §1.3, §4.2.2) ============================ */
 
@@ -587,7 +589,7 @@ static struct ws *accept_on_socketpair(int ends[2], const struct ws_settings *se
     ck_assert_int_eq(parse(&request, GOOD_REQUEST, &refusal), 0);
     ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, ends), 0);
     struct ws_transport transport = plain_transport(ends[0]);
-    struct ws *ws = ws_accept(&transport, &request, settings);
+    struct ws *ws = ws_accept(&transport, &request, settings, &refusal);
     ck_assert_ptr_nonnull(ws);
     char response[256];
     ck_assert_int_gt(recv(ends[1], response, sizeof response, 0), 0);
@@ -806,6 +808,539 @@ START_TEST(test_request_during_shutdown_gets_503)
 }
 END_TEST
 
+/* ==== permessage-deflate (RFC 7692) ===================================== */
+
+/* Offers (the values of one or two Sec-WebSocket-Extensions headers, the
+ * second "" for none) and what ws_negotiate_deflate() must make of them: 1
+ * and the response it accepts with, 0 (no offer taken), or -1 (400). */
+static const struct {
+    const char *first;
+    const char *second;
+    int result;
+    const char *response;
+} OFFERS[] = {
+    {"permessage-deflate", "", 1, "permessage-deflate"},
+    {"permessage-deflate; client_max_window_bits", "", 1,
+     "permessage-deflate; client_max_window_bits=12"},
+    {"permessage-deflate; client_max_window_bits=10", "", 1,
+     "permessage-deflate; client_max_window_bits=10"},
+    {"permessage-deflate; client_max_window_bits=\"15\"", "", 1,
+     "permessage-deflate; client_max_window_bits=12"},
+    {"permessage-deflate; server_max_window_bits=15", "", 1,
+     "permessage-deflate; server_max_window_bits=12"},
+    {"permessage-deflate; server_max_window_bits = 9 ;client_max_window_bits=8", "", 1,
+     "permessage-deflate; server_max_window_bits=9; client_max_window_bits=8"},
+    {"permessage-deflate; client_no_context_takeover; server_no_context_takeover", "", 1,
+     "permessage-deflate; server_no_context_takeover; client_no_context_takeover"},
+    /* Declined offers, then the next one taken. */
+    {"permessage-deflate; server_max_window_bits=8, permessage-deflate", "", 1,
+     "permessage-deflate"},
+    {"permessage-deflate; server_max_window_bits", "", 0, NULL},
+    {"permessage-deflate; server_max_window_bits=16", "", 0, NULL},
+    {"permessage-deflate; server_max_window_bits=09", "", 0, NULL},
+    {"permessage-deflate; client_max_window_bits=7", "", 0, NULL},
+    {"permessage-deflate; server_no_context_takeover=1", "", 0, NULL},
+    {"permessage-deflate; mystery", "", 0, NULL},
+    {"permessage-deflate; client_no_context_takeover; client_no_context_takeover", "", 0, NULL},
+    {"permessage-deflate; server_max_window_bits=10; server_max_window_bits=11,"
+     " permessage-deflate; client_no_context_takeover",
+     "", 1, "permessage-deflate; client_no_context_takeover"},
+    {"x-webkit-deflate-frame, foo; bar=\"baz\"", "permessage-deflate; server_no_context_takeover",
+     1, "permessage-deflate; server_no_context_takeover"},
+    {", permessage-deflate ,,", "", 1, "permessage-deflate"},
+    {"foo", "", 0, NULL},
+    /* Not extension lists at all: 400, even after an acceptable offer. */
+    {"permessage-deflate;", "", -1, NULL},
+    {"permessage-deflate; =1", "", -1, NULL},
+    {"permessage deflate", "", -1, NULL},
+    {"permessage-deflate; client_max_window_bits=\"10", "", -1, NULL},
+    {"foo; bar=\"a b\"", "", -1, NULL},
+    {"permessage-deflate; a=b=c", "", -1, NULL},
+    {"permessage-deflate", "@", -1, NULL},
+};
+
+START_TEST(test_negotiation_takes_the_first_acceptable_offer)
+{
+    static struct ws_request request;
+    char text[1024];
+    int used = snprintf(text, sizeof text, "GET / HTTP/1.1\r\nSec-WebSocket-Extensions: %s\r\n",
+                        OFFERS[_i].first);
+    if (OFFERS[_i].second[0] != '\0')
+        used += snprintf(text + used, sizeof text - (size_t)used,
+                         "Sec-WebSocket-Extensions: %s\r\n", OFFERS[_i].second);
+    snprintf(text + used, sizeof text - (size_t)used, "\r\n");
+    struct ws_refusal refusal = {0, NULL, 0};
+    ck_assert_int_eq(parse(&request, text, &refusal), 0);
+    struct ws_deflate_params params;
+    int result = ws_negotiate_deflate(&request, &params, &refusal);
+    ck_assert_msg(result == OFFERS[_i].result, "offer \"%s\" + \"%s\": expected %d, got %d",
+                  OFFERS[_i].first, OFFERS[_i].second, OFFERS[_i].result, result);
+    if (result < 0)
+        ck_assert_int_eq(refusal.status, 400);
+    if (result > 0) {
+        char response[WS_MAX_DEFLATE_RESPONSE];
+        ws_format_deflate_response(&params, response);
+        ck_assert_str_eq(response, OFFERS[_i].response);
+    }
+}
+END_TEST
+
+START_TEST(test_negotiation_sets_the_windows_we_compress_and_inflate_with)
+{
+    static struct ws_request request;
+    struct ws_refusal refusal;
+    struct ws_deflate_params params;
+    ck_assert_int_eq(parse(&request,
+                           "GET / HTTP/1.1\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n",
+                           &refusal),
+                     0);
+    ck_assert_int_eq(ws_negotiate_deflate(&request, &params, &refusal), 1);
+    ck_assert_uint_eq(params.server_window_bits, 12); /* ours, to save memory */
+    ck_assert_uint_eq(params.client_window_bits, 15); /* the client may use any */
+    ck_assert(!params.name_server_window_bits && !params.name_client_window_bits);
+    ck_assert_int_eq(parse(&request,
+                           "GET / HTTP/1.1\r\nSec-WebSocket-Extensions: permessage-deflate; "
+                           "server_max_window_bits=10; client_max_window_bits=9\r\n\r\n",
+                           &refusal),
+                     0);
+    ck_assert_int_eq(ws_negotiate_deflate(&request, &params, &refusal), 1);
+    ck_assert_uint_eq(params.server_window_bits, 10);
+    ck_assert_uint_eq(params.client_window_bits, 9);
+    ck_assert_int_eq(parse(&request, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", &refusal), 0);
+    ck_assert_int_eq(ws_negotiate_deflate(&request, &params, &refusal), 0);
+}
+END_TEST
+
+/* The mask key of the client frames below: the RFC 6455 §5.7 example's. */
+static const uint8_t CLIENT_KEY[4] = {0x37, 0xfa, 0x21, 0x3d};
+
+/* Sends a client frame: first_byte (FIN, RSV, opcode), then the payload,
+ * masked with CLIENT_KEY. */
+static void send_client_frame(int fd, uint8_t first_byte, const uint8_t *payload, size_t length)
+{
+    struct ws_frame_header header = {.fin = (first_byte & 0x80) != 0,
+                                     .rsv = (first_byte >> 4) & 7,
+                                     .opcode = (enum ws_opcode)(first_byte & 0x0F),
+                                     .masked = true,
+                                     .payload_length = length};
+    memcpy(header.mask_key, CLIENT_KEY, 4);
+    uint8_t *frame = malloc(WS_MAX_FRAME_HEADER + length + 1);
+    ck_assert_ptr_nonnull(frame);
+    size_t size = ws_encode_frame_header(&header, frame);
+    if (length > 0)
+        memcpy(frame + size, payload, length);
+    ws_mask(frame + size, length, CLIENT_KEY, 0);
+    ck_assert_int_eq(send(fd, frame, size + length, 0), (ssize_t)(size + length));
+    free(frame);
+}
+
+/* Accepts a handshake offering extensions on a new socketpair, with
+ * --permessage-deflate, and returns the server's 101 response in response. */
+static struct ws *accept_offer(int ends[2], const char *extensions, struct ws_settings *settings,
+                               char *response, size_t size)
+{
+    static struct ws_request request;
+    char text[1024];
+    snprintf(text, sizeof text, "%.*sSec-WebSocket-Extensions: %s\r\n\r\n",
+             (int)(sizeof GOOD_REQUEST - 3), GOOD_REQUEST, extensions);
+    struct ws_refusal refusal;
+    ck_assert_int_eq(parse(&request, text, &refusal), 0);
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, ends), 0);
+    /* A test waiting for bytes that never come fails after 2 s, saying so. */
+    struct timeval timeout = {.tv_sec = 2};
+    ck_assert_int_eq(setsockopt(ends[1], SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout), 0);
+    settings->permessage_deflate = true;
+    struct ws_transport transport = plain_transport(ends[0]);
+    struct ws *ws = ws_accept(&transport, &request, settings, &refusal);
+    ck_assert_ptr_nonnull(ws);
+    ssize_t got = recv(ends[1], response, size - 1, 0);
+    ck_assert_int_gt(got, 0);
+    response[got] = '\0';
+    return ws;
+}
+
+/* Receives one whole message, len bytes at a time, into out. */
+static size_t receive_message(struct ws *ws, size_t len, uint8_t *out, size_t size)
+{
+    size_t total = 0;
+    struct ws_receive_result result;
+    uint8_t *buffer = malloc(len);
+    ck_assert_ptr_nonnull(buffer);
+    do {
+        ck_assert_int_eq(ws_receive(ws, buffer, len, &result), 0);
+        ck_assert_int_eq(result.close_status, WS_CLOSE_NONE);
+        ck_assert_uint_le(result.count, len);
+        ck_assert_uint_le(total + result.count, size);
+        memcpy(out + total, buffer, result.count);
+        total += result.count;
+    } while (!result.end_of_message);
+    free(buffer);
+    return total;
+}
+
+/* RFC 7692 §7.2.3: "Hello", compressed in each of the ways the RFC shows.
+ * Each frame is a first byte and a payload (a NULL payload ends the list). */
+static const struct {
+    const char *name;
+    struct {
+        uint8_t first_byte;
+        const char *payload;
+        size_t length;
+    } frames[3];
+} HELLOS[] = {
+    {"one frame (§7.2.3.1)", {{0xc1, "\xf2\x48\xcd\xc9\xc9\x07\x00", 7}}},
+    {"two fragments (§7.2.3.1)", {{0x41, "\xf2\x48\xcd", 3}, {0x80, "\xc9\xc9\x07\x00", 4}}},
+    {"a stored block (§7.2.3.2)", {{0xc1, "\x00\x05\x00\xfa\xff\x48\x65\x6c\x6c\x6f\x00", 11}}},
+    {"BFINAL set (§7.2.3.3)", {{0xc1, "\xf3\x48\xcd\xc9\xc9\x07\x00\x00", 8}}},
+    {"two blocks (§7.2.3.4)", {{0xc1, "\xf2\x48\x05\x00\x00\x00\xff\xff\xca\xc9\xc9\x07\x00", 13}}},
+};
+
+/* Each example, received with a 4 KiB buffer and with a 1-byte one. */
+START_TEST(test_receives_the_rfc_7692_hello_examples)
+{
+    size_t example = (size_t)_i / 2;
+    size_t len = _i % 2 == 0 ? 4096 : 1;
+    struct ws_settings settings = NO_LIMITS;
+    int ends[2];
+    char response[512];
+    struct ws *ws = accept_offer(ends, "permessage-deflate", &settings, response, sizeof response);
+    ck_assert_msg(strstr(response, "\r\nSec-WebSocket-Extensions: permessage-deflate\r\n"),
+                  "expected the offer accepted, got: %s", response);
+    for (size_t i = 0; i < 3 && HELLOS[example].frames[i].payload != NULL; i++)
+        send_client_frame(ends[1], HELLOS[example].frames[i].first_byte,
+                          (const uint8_t *)HELLOS[example].frames[i].payload,
+                          HELLOS[example].frames[i].length);
+    uint8_t message[64];
+    size_t length = receive_message(ws, len, message, sizeof message);
+    ck_assert_msg(length == 5 && memcmp(message, "Hello", 5) == 0,
+                  "%s with %zu-byte reads: expected \"Hello\", got %zu bytes \"%.*s\"",
+                  HELLOS[example].name, len, length, (int)length, (const char *)message);
+    ws_free(ws);
+    close(ends[0]);
+    close(ends[1]);
+}
+END_TEST
+
+START_TEST(test_a_message_after_a_final_block_still_refers_back)
+{
+    /* The BFINAL example, then "Hello" again as a sender with context
+     * takeover writes it: a reference to the 5 bytes before it. */
+    struct ws_settings settings = NO_LIMITS;
+    int ends[2];
+    char response[512];
+    struct ws *ws = accept_offer(ends, "permessage-deflate", &settings, response, sizeof response);
+    send_client_frame(ends[1], 0xc1, (const uint8_t *)"\xf3\x48\xcd\xc9\xc9\x07\x00\x00", 8);
+    send_client_frame(ends[1], 0xc1, (const uint8_t *)"\xf2\x00\x11\x00\x00", 5);
+    uint8_t message[64];
+    ck_assert_uint_eq(receive_message(ws, 4096, message, sizeof message), 5);
+    size_t length = receive_message(ws, 4096, message, sizeof message);
+    ck_assert_msg(length == 5 && memcmp(message, "Hello", 5) == 0,
+                  "expected \"Hello\", got %zu bytes", length);
+    ws_free(ws);
+    close(ends[0]);
+    close(ends[1]);
+}
+END_TEST
+
+/* Reads exactly length bytes from fd. */
+static void read_exactly(int fd, uint8_t *out, size_t length)
+{
+    for (size_t got = 0; got < length;) {
+        ssize_t count = recv(fd, out + got, length - got, 0);
+        ck_assert_msg(count > 0, "expected %zu bytes from the server, got %zu", length, got);
+        got += (size_t)count;
+    }
+}
+
+/* Sends "Hello" twice and checks the frames against the RFC's bytes. */
+static void check_two_hellos(const char *offer, const uint8_t *second, size_t second_length)
+{
+    struct ws_settings settings = NO_LIMITS;
+    int ends[2];
+    char response[512];
+    struct ws *ws = accept_offer(ends, offer, &settings, response, sizeof response);
+    ck_assert_int_eq(ws_send(ws, "Hello", 5, WS_MESSAGE_TEXT, true), 0);
+    ck_assert_int_eq(ws_send(ws, "Hello", 5, WS_MESSAGE_TEXT, true), 0);
+    const uint8_t first[] = {0xc1, 0x07, 0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00};
+    uint8_t got[64];
+    read_exactly(ends[1], got, sizeof first + second_length);
+    ck_assert_mem_eq(got, first, sizeof first);
+    ck_assert_mem_eq(got + sizeof first, second, second_length);
+    ws_free(ws);
+    close(ends[0]);
+    close(ends[1]);
+}
+
+START_TEST(test_sends_hello_twice_referring_back_with_context_takeover)
+{
+    /* RFC 7692 §7.2.3.2: the second "Hello" is a back-reference. */
+    const uint8_t second[] = {0xc1, 0x05, 0xf2, 0x00, 0x11, 0x00, 0x00};
+    check_two_hellos("permessage-deflate", second, sizeof second);
+}
+END_TEST
+
+START_TEST(test_sends_hello_twice_alike_with_server_no_context_takeover)
+{
+    const uint8_t second[] = {0xc1, 0x07, 0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00};
+    check_two_hellos("permessage-deflate; server_no_context_takeover", second, sizeof second);
+}
+END_TEST
+
+START_TEST(test_sends_empty_messages_as_one_zero_byte)
+{
+    /* RFC 7692 §7.2.3.6, first on a fresh stream, then right after another
+     * message, where zlib has nothing to flush. */
+    struct ws_settings settings = NO_LIMITS;
+    int ends[2];
+    char response[512];
+    struct ws *ws = accept_offer(ends, "permessage-deflate", &settings, response, sizeof response);
+    ck_assert_int_eq(ws_send(ws, "", 0, WS_MESSAGE_BINARY, true), 0);
+    ck_assert_int_eq(ws_send(ws, "", 0, WS_MESSAGE_TEXT, true), 0);
+    const uint8_t expected[] = {0xc2, 0x01, 0x00, 0xc1, 0x01, 0x00};
+    uint8_t got[sizeof expected];
+    read_exactly(ends[1], got, sizeof got);
+    ck_assert_mem_eq(got, expected, sizeof expected);
+    ws_free(ws);
+    close(ends[0]);
+    close(ends[1]);
+}
+END_TEST
+
+/* Inflates a raw DEFLATE stream with the trailer appended, as a client does;
+ * returns the inflated size. */
+static size_t client_inflate(const uint8_t *in, size_t length, uint8_t *out, size_t size)
+{
+    z_stream stream = {0};
+    ck_assert_int_eq(inflateInit2(&stream, -15), Z_OK);
+    uint8_t trailer[4] = {0x00, 0x00, 0xff, 0xff};
+    stream.next_out = out;
+    stream.avail_out = (uInt)size;
+    stream.next_in = (Bytef *)in;
+    stream.avail_in = (uInt)length;
+    ck_assert_int_ne(inflate(&stream, Z_SYNC_FLUSH), Z_DATA_ERROR);
+    stream.next_in = trailer;
+    stream.avail_in = 4;
+    ck_assert_int_ne(inflate(&stream, Z_SYNC_FLUSH), Z_DATA_ERROR);
+    size_t produced = size - stream.avail_out;
+    inflateEnd(&stream);
+    return produced;
+}
+
+START_TEST(test_a_large_message_sent_in_chunks_inflates_back_whole)
+{
+    /* 64 KiB of incompressible bytes, sent in 4 KiB chunks: the output fills
+     * the 4 KiB buffer again and again, and the trailer may straddle two
+     * fillings. Only the first frame has RSV1 (RFC 7692 §6.1). */
+    enum { SIZE = 64 * 1024, CHUNK = 4096 };
+    static uint8_t message[SIZE];
+    static uint8_t wire[2 * SIZE];
+    static uint8_t payload[2 * SIZE];
+    static uint8_t inflated[2 * SIZE];
+    uint32_t seed = 12345;
+    for (size_t i = 0; i < SIZE; i++)
+        message[i] = (uint8_t)((seed = seed * 1103515245 + 12345) >> 16);
+    struct ws_settings settings = NO_LIMITS;
+    int ends[2];
+    char response[512];
+    struct ws *ws = accept_offer(ends, "permessage-deflate", &settings, response, sizeof response);
+    for (size_t at = 0; at < SIZE; at += CHUNK)
+        ck_assert_int_eq(ws_send(ws, message + at, CHUNK, WS_MESSAGE_BINARY, at + CHUNK == SIZE),
+                         0);
+    shutdown(ends[0], SHUT_WR);
+    size_t wire_length = 0;
+    ssize_t got;
+    while ((got = recv(ends[1], wire + wire_length, sizeof wire - wire_length, 0)) > 0)
+        wire_length += (size_t)got;
+    size_t payload_length = 0;
+    int frames = 0;
+    for (size_t at = 0; at < wire_length; frames++) {
+        struct ws_frame_header header;
+        int size = ws_decode_frame_header(wire + at, wire_length - at, &header);
+        ck_assert_int_gt(size, 0);
+        ck_assert_uint_eq(header.rsv, frames == 0 ? WS_RSV1 : 0);
+        ck_assert_int_eq(header.opcode, frames == 0 ? WS_OPCODE_BINARY : WS_OPCODE_CONTINUATION);
+        memcpy(payload + payload_length, wire + at + size, header.payload_length);
+        payload_length += header.payload_length;
+        at += (size_t)size + header.payload_length;
+        ck_assert(header.fin == (at == wire_length));
+    }
+    ck_assert_int_gt(frames, 1);
+    size_t length = client_inflate(payload, payload_length, inflated, sizeof inflated);
+    ck_assert_uint_eq(length, SIZE);
+    ck_assert_mem_eq(inflated, message, SIZE);
+    ws_free(ws);
+    close(ends[0]);
+    close(ends[1]);
+}
+END_TEST
+
+/* Deflates length bytes as a client does (raw DEFLATE, sync flush, trailer
+ * removed) into out; returns the compressed size. */
+static size_t client_deflate(const void *in, size_t length, uint8_t *out, size_t size)
+{
+    z_stream stream = {0};
+    ck_assert_int_eq(deflateInit2(&stream, 9, Z_DEFLATED, -15, 9, Z_DEFAULT_STRATEGY), Z_OK);
+    stream.next_in = (Bytef *)in;
+    stream.avail_in = (uInt)length;
+    stream.next_out = out;
+    stream.avail_out = (uInt)size;
+    ck_assert_int_eq(deflate(&stream, Z_SYNC_FLUSH), Z_OK);
+    size_t produced = size - stream.avail_out;
+    deflateEnd(&stream);
+    ck_assert(produced >= 4 && memcmp(out + produced - 4, "\x00\x00\xff\xff", 4) == 0);
+    return produced - 4;
+}
+
+START_TEST(test_a_long_compressed_message_arrives_whole_a_byte_at_a_time)
+{
+    static char text[3000];
+    for (size_t i = 0; i < sizeof text; i++)
+        text[i] = "abcabdabe"[i % 9];
+    static uint8_t compressed[4096];
+    size_t length = client_deflate(text, sizeof text, compressed, sizeof compressed);
+    struct ws_settings settings = NO_LIMITS;
+    int ends[2];
+    char response[512];
+    struct ws *ws = accept_offer(ends, "permessage-deflate", &settings, response, sizeof response);
+    send_client_frame(ends[1], 0xc1, compressed, length);
+    static uint8_t message[4096];
+    ck_assert_uint_eq(receive_message(ws, 1, message, sizeof message), sizeof text);
+    ck_assert_mem_eq(message, text, sizeof text);
+    ws_free(ws);
+    close(ends[0]);
+    close(ends[1]);
+}
+END_TEST
+
+/* Offers "permessage-deflate" (or not, when offer is NULL), sends the frames
+ * (each a first byte and payload), and expects ws_receive() to fail the
+ * connection with close code status. */
+static void expect_failure(const char *offer, const uint8_t *first_bytes, const uint8_t *payload,
+                           size_t length, int frames, int status, uint64_t limit)
+{
+    struct ws_settings settings = NO_LIMITS;
+    settings.max_message_size = limit;
+    int ends[2];
+    char response[512];
+    struct ws *ws =
+        accept_offer(ends, offer != NULL ? offer : "x-none", &settings, response, sizeof response);
+    for (int i = 0; i < frames; i++)
+        send_client_frame(ends[1], first_bytes[i], payload, length);
+    shutdown(ends[1], SHUT_WR);
+    uint8_t buffer[4096];
+    struct ws_receive_result result;
+    int received;
+    while ((received = ws_receive(ws, buffer, sizeof buffer, &result)) == 0 &&
+           result.close_status == WS_CLOSE_NONE) {
+    }
+    ck_assert_int_eq(received, -1);
+    uint8_t close_frame[WS_MAX_CONTROL_PAYLOAD + 2];
+    ssize_t got;
+    got = recv(ends[1], close_frame, sizeof close_frame, 0);
+    ck_assert_msg(got >= 4 && close_frame[0] == 0x88,
+                  "expected a close frame with %d, got %zd bytes", status, got);
+    int code = close_frame[2] << 8 | close_frame[3];
+    ck_assert_msg(code == status, "expected close %d, got %d (\"%.*s\")", status, code,
+                  (int)got - 4, (const char *)close_frame + 4);
+    ws_free(ws);
+    close(ends[0]);
+    close(ends[1]);
+}
+
+START_TEST(test_rsv1_where_it_may_not_be_fails_with_1002)
+{
+    const uint8_t hello[] = {0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00};
+    /* Not negotiated. */
+    expect_failure(NULL, (const uint8_t[]){0xc1}, hello, sizeof hello, 1, 1002, 0);
+    /* On a continuation frame (RFC 7692 §6.1). */
+    expect_failure("permessage-deflate", (const uint8_t[]){0x41, 0xc0}, hello, 3, 2, 1002, 0);
+    /* On a control frame. */
+    expect_failure("permessage-deflate", (const uint8_t[]){0xc9}, hello, 3, 1, 1002, 0);
+    /* RSV2 and RSV3 are never ours. */
+    expect_failure("permessage-deflate", (const uint8_t[]){0xe1}, hello, sizeof hello, 1, 1002, 0);
+    expect_failure("permessage-deflate", (const uint8_t[]){0x91}, hello, sizeof hello, 1, 1002, 0);
+}
+END_TEST
+
+START_TEST(test_corrupt_compressed_data_fails_with_1007)
+{
+    /* 0x06: a block of type 3, which does not exist (RFC 1951 §3.2.3). */
+    expect_failure("permessage-deflate", (const uint8_t[]){0xc2}, (const uint8_t *)"\x06\x00", 2, 1,
+                   1007, 0);
+    /* "He" and no more: the message ends inside a block. */
+    expect_failure("permessage-deflate", (const uint8_t[]){0xc2}, (const uint8_t *)"\xf2\x48", 2, 1,
+                   1007, 0);
+    /* Text that inflates to a byte that is not UTF-8. */
+    uint8_t compressed[64];
+    size_t length = client_deflate("ok\xff", 3, compressed, sizeof compressed);
+    expect_failure("permessage-deflate", (const uint8_t[]){0xc1}, compressed, length, 1, 1007, 0);
+}
+END_TEST
+
+START_TEST(test_a_message_that_inflates_past_the_limit_fails_with_1009)
+{
+    /* 4 MiB of zeros deflate to about 4 KiB, a tenth of the 40 KiB limit; the
+     * limit counts what they inflate to. */
+    static uint8_t zeros[4 * 1024 * 1024];
+    static uint8_t compressed[64 * 1024];
+    size_t length = client_deflate(zeros, sizeof zeros, compressed, sizeof compressed);
+    const uint64_t limit = (uint64_t)40 * 1024;
+    ck_assert_uint_lt(length, limit);
+    expect_failure("permessage-deflate", (const uint8_t[]){0xc2}, compressed, length, 1, 1009,
+                   limit);
+}
+END_TEST
+
+START_TEST(test_a_malformed_extension_list_is_refused_with_400)
+{
+    static struct ws_request request;
+    char text[1024];
+    snprintf(text, sizeof text, "%.*sSec-WebSocket-Extensions: permessage-deflate;\r\n\r\n",
+             (int)(sizeof GOOD_REQUEST - 3), GOOD_REQUEST);
+    struct ws_refusal refusal;
+    ck_assert_int_eq(parse(&request, text, &refusal), 0);
+    int ends[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, ends), 0);
+    struct ws_settings settings = NO_LIMITS;
+    settings.permessage_deflate = true;
+    struct ws_transport transport = plain_transport(ends[0]);
+    ck_assert_ptr_null(ws_accept(&transport, &request, &settings, &refusal));
+    ck_assert_int_eq(refusal.status, 400);
+    /* Without --permessage-deflate the header is not even read. */
+    settings.permessage_deflate = false;
+    struct ws *ws = ws_accept(&transport, &request, &settings, &refusal);
+    ck_assert_ptr_nonnull(ws);
+    char response[512];
+    ssize_t got = recv(ends[1], response, sizeof response - 1, 0);
+    ck_assert_int_gt(got, 0);
+    response[got] = '\0';
+    ck_assert_msg(strstr(response, "Extensions") == NULL, "expected no extension, got: %s",
+                  response);
+    ws_free(ws);
+    close(ends[0]);
+    close(ends[1]);
+}
+END_TEST
+
+START_TEST(test_the_response_names_what_was_agreed)
+{
+    struct ws_settings settings = NO_LIMITS;
+    int ends[2];
+    char response[512];
+    struct ws *ws = accept_offer(ends,
+                                 "permessage-deflate; client_max_window_bits; "
+                                 "server_max_window_bits=10; client_no_context_takeover",
+                                 &settings, response, sizeof response);
+    ck_assert_msg(strstr(response, "\r\nSec-WebSocket-Extensions: permessage-deflate; "
+                                   "client_no_context_takeover; server_max_window_bits=10; "
+                                   "client_max_window_bits=12\r\n") != NULL,
+                  "got: %s", response);
+    ws_free(ws);
+    close(ends[0]);
+    close(ends[1]);
+}
+END_TEST
+
 /* ==== The suite ========================================================= */
 
 #define COUNT(array) ((int)(sizeof(array) / sizeof((array)[0])))
@@ -951,6 +1486,24 @@ static Suite *ws_suite(void)
     tcase_add_test(connection, test_request_that_never_ends_gets_408);
     tcase_add_test(connection, test_request_during_shutdown_gets_503);
     suite_add_tcase(suite, connection);
+
+    TCase *deflate = tcase_create("permessage-deflate");
+    tcase_add_loop_test(deflate, test_negotiation_takes_the_first_acceptable_offer, 0,
+                        COUNT(OFFERS));
+    tcase_add_test(deflate, test_negotiation_sets_the_windows_we_compress_and_inflate_with);
+    tcase_add_test(deflate, test_the_response_names_what_was_agreed);
+    tcase_add_test(deflate, test_a_malformed_extension_list_is_refused_with_400);
+    tcase_add_loop_test(deflate, test_receives_the_rfc_7692_hello_examples, 0, 2 * COUNT(HELLOS));
+    tcase_add_test(deflate, test_a_message_after_a_final_block_still_refers_back);
+    tcase_add_test(deflate, test_a_long_compressed_message_arrives_whole_a_byte_at_a_time);
+    tcase_add_test(deflate, test_sends_hello_twice_referring_back_with_context_takeover);
+    tcase_add_test(deflate, test_sends_hello_twice_alike_with_server_no_context_takeover);
+    tcase_add_test(deflate, test_sends_empty_messages_as_one_zero_byte);
+    tcase_add_test(deflate, test_a_large_message_sent_in_chunks_inflates_back_whole);
+    tcase_add_test(deflate, test_rsv1_where_it_may_not_be_fails_with_1002);
+    tcase_add_test(deflate, test_corrupt_compressed_data_fails_with_1007);
+    tcase_add_test(deflate, test_a_message_that_inflates_past_the_limit_fails_with_1009);
+    suite_add_tcase(suite, deflate);
 
     TCase *answers = tcase_create("answering plain HTTP");
     tcase_add_test(answers, test_refusal_with_a_long_reason_is_sent_whole);
