@@ -1727,7 +1727,7 @@ static int send_deflated(struct ws *ws, struct compression *compression, size_t 
 /* Runs deflate() until it has taken all its input and, with Z_SYNC_FLUSH,
  * written out everything it holds. Each time the buffer fills, it goes out
  * as a frame, but for its last 4 bytes: they may be the start of the trailer
- * that ws_send_compressed() must remove, which can straddle two fillings. */
+ * that send_compressed() must remove, which can straddle two fillings. */
 static int deflate_input(struct ws *ws, struct compression *compression, int flush)
 {
     z_stream *deflater = &compression->deflater;
@@ -1753,7 +1753,7 @@ static int deflate_input(struct ws *ws, struct compression *compression, int flu
  * all: an empty message right after another message, since zlib will not
  * flush twice with nothing in between. Its payload is then the single byte
  * 0x00, an empty block once the trailer is appended (RFC 7692 §7.2.3.6). */
-static int ws_send_compressed(struct ws *ws, const uint8_t *buf, size_t len, bool end_of_message)
+static int send_compressed(struct ws *ws, const uint8_t *buf, size_t len, bool end_of_message)
 {
     z_stream *deflater = get_deflater(ws);
     if (deflater == NULL) {
@@ -1809,7 +1809,7 @@ int ws_send(struct ws *ws, const void *buf, size_t len, enum ws_message_type typ
                                                       : WS_OPCODE_BINARY;
     ws->sending_text = type == WS_MESSAGE_TEXT;
     if (ws->deflate_agreed)
-        return ws_send_compressed(ws, buf, len, end_of_message);
+        return send_compressed(ws, buf, len, end_of_message);
     ws->sending_message = !end_of_message;
     return send_frame(ws, end_of_message, opcode, buf, len);
 }
@@ -2222,7 +2222,7 @@ static void trace_compressed_frame(struct ws *ws, struct compression *compressio
     if (compression->frame_traced || (input == 0 && ws->frame.payload_length > 0))
         return;
     bool payload = ws->frame.payload_length > 0;
-    trace_frame(ws, "<<", &ws->frame, ws->frame_header_size, ws->inbox + ws->in_start,
+    trace_frame(ws, "<<", &ws->frame, (size_t)ws->frame_header_size, ws->inbox + ws->in_start,
                 payload ? input : 0, false);
     compression->frame_traced = true;
 }
@@ -2321,7 +2321,7 @@ static int deliver_payload(struct ws *ws, uint8_t *buf, size_t len,
         ws->frame_bytes_read += count;
     }
     if (first_piece)
-        trace_frame(ws, "<<", &ws->frame, ws->frame_header_size, buf, count,
+        trace_frame(ws, "<<", &ws->frame, (size_t)ws->frame_header_size, buf, count,
                     ws->message_type == WS_MESSAGE_TEXT);
     return hand_over(ws, buf, count, ws->frame_bytes_read == ws->frame.payload_length, result);
 }
