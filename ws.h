@@ -311,13 +311,15 @@ struct ws *ws_accept(struct ws_transport *transport, const struct ws_request *re
 /* Receives the next chunk of the current message into buf (at most len bytes,
  * len > 0) and describes it in *result. A compressed message (RFC 7692) is
  * delivered inflated; a chunk may then hold no bytes at all. Pings are
- * answered and pongs skipped on the way. When the peer sends a close frame, result->close_status is
- * set (WS_CLOSE_NO_STATUS_RECEIVED for an empty one), the state becomes CLOSE_RECEIVED, and the
- * caller should answer with ws_close(); asked again, ws_receive() reports the same close. When the
- * server is shutting down, ws_receive() closes with 1001 itself, between two messages, and reports
- * the peer's answer the same way. Returns 0, or -1 when the connection failed (ABORTED): the peer
- * broke the protocol or a limit (it has been sent the right close code; errno EPROTO), stopped
- * answering (ETIMEDOUT), or was lost without a close frame (1006; errno says how). */
+ * answered and pongs skipped on the way. When the peer sends a close frame,
+ * result->close_status is set (WS_CLOSE_NO_STATUS_RECEIVED for an empty one),
+ * the state becomes CLOSE_RECEIVED, and the caller should answer with
+ * ws_close(); asked again, ws_receive() reports the same close. When the
+ * server is shutting down, ws_receive() closes with 1001 itself, between two
+ * messages, and reports the peer's answer the same way. Returns 0, or -1 when
+ * the connection failed (ABORTED): the peer broke the protocol or a limit (it
+ * has been sent the right close code; errno EPROTO), stopped answering
+ * (ETIMEDOUT), or was lost without a close frame (1006; errno says how). */
 int ws_receive(struct ws *ws, void *buf, size_t len, struct ws_receive_result *result);
 
 /* Sends len bytes as one frame of a text or binary message, while the state

@@ -1,5 +1,5 @@
 """The echo server of Python's websockets library (Debian python3-websockets),
-for the benchmark. Usage: python3 python_websockets_echo.py PORT"""
+for the benchmark. Usage: python3 python_websockets_echo.py PORT [--permessage-deflate]"""
 import asyncio
 import sys
 
@@ -11,13 +11,17 @@ async def echo(ws, path=None):
         await ws.send(message)
 
 
-async def main(port):
-    # No size limit (our server has none either) and no compression (nobody
-    # in the benchmark negotiates it).
-    async with websockets.serve(echo, "127.0.0.1", port, max_size=None, compression=None) as server:
+async def main(port, deflate):
+    # No size limit (our server has none either). Compression, websockets'
+    # default, only with --permessage-deflate: the other scenarios measure
+    # every server uncompressed.
+    compression = "deflate" if deflate else None
+    async with websockets.serve(echo, "127.0.0.1", port, max_size=None,
+                                compression=compression) as server:
         bound = server.sockets[0].getsockname()[1]
         print(f"Listening on ws://127.0.0.1:{bound}", flush=True)
         await asyncio.Future()
 
 
-asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 0))
+arguments = [a for a in sys.argv[1:] if a != "--permessage-deflate"]
+asyncio.run(main(int(arguments[0]) if arguments else 0, "--permessage-deflate" in sys.argv))
