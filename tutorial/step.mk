@@ -17,7 +17,7 @@ HEADERS = $(wildcard *.h)
 
 server: $(SOURCES) $(HEADERS)
 	@test -n "$(SOURCES)" || { echo "No .c file here yet: type step 1 (chapter 1) first."; exit 2; }
-	$(CC) -std=c11 -Wall -Wextra -Wpedantic -pthread $(CFLAGS) -o $@ $(SOURCES) -lssl -lcrypto
+	$(CC) -std=c11 -Wall -Wextra -Wpedantic -pthread $(CFLAGS) -o $@ $(SOURCES) -lssl -lcrypto -lz
 
 run: server
 	./server

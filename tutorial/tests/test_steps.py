@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "tools"))
@@ -2750,6 +2751,217 @@ def test_the_log_names_the_tls_version(server):
         expect(re.search(r"open \S+ thread \d+ over TLSv1\.[23] \S+", said),
                "opened a connection through TLS", "a log line 'open ... thread N over "
                "TLSv1.3 CIPHER'", show(said[-300:], 300))
+
+
+# ==== Compression (permessage-deflate, RFC 7692) ============================
+
+DEFLATE_TRAILER = b"\x00\x00\xff\xff"
+
+
+def compressed(data, compressor=None):
+    """data deflated as RFC 7692 §7.2.1 says: raw DEFLATE, flushed with a
+    sync flush, its last 4 bytes (00 00 ff ff) removed. A compressor kept
+    from one message to the next is context takeover."""
+    compressor = compressor or zlib.compressobj(wbits=-15)
+    out = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    expect(out.endswith(DEFLATE_TRAILER), "compressed a message with Python's zlib",
+           "output ending in 00 00 ff ff", show(out[-4:]))
+    return out[:-4]
+
+
+def read_frame_with_rsv(client):
+    """(rsv, opcode, payload) of the server's next frame: RSV1 is 4."""
+    first, second = client.read_exactly(2)
+    length = second & 0x7F
+    if length == 126:
+        length = struct.unpack("!H", client.read_exactly(2))[0]
+    elif length == 127:
+        length = struct.unpack("!Q", client.read_exactly(8))[0]
+    client.last_fin = bool(first & 0x80)
+    return (first >> 4) & 0x7, first & 0x0F, client.read_exactly(length)
+
+
+def deflate_client(own, offer="permessage-deflate"):
+    return Client(own, extra_headers=f"Sec-WebSocket-Extensions: {offer}\r\n")
+
+
+def agreed_extensions(client):
+    found = re.search(rb"\r\nSec-WebSocket-Extensions: ([^\r]*)\r\n", client.response)
+    return found.group(1).decode() if found else None
+
+
+def read_echo(client, decompressor):
+    """The text of the server's next message, whatever frames it came in,
+    inflated if its first frame had RSV1."""
+    rsv, opcode, payload = read_frame_with_rsv(client)
+    expect(opcode == 0x1, "read the echo", "a text frame", f"opcode {opcode}, {show(payload)}")
+    fin = client.last_fin
+    while not fin:
+        _, continuation, more = read_frame_with_rsv(client)
+        expect(continuation == 0, "read the rest of the echo", "a continuation frame",
+               f"opcode {continuation}")
+        payload += more
+        fin = client.last_fin
+    if rsv & 4:
+        return decompressor.decompress(payload + DEFLATE_TRAILER)
+    return payload
+
+
+def close_code_after_data(client, limit=64 * 1024 * 1024):
+    """Skips the data frames the server sends (an echo already under way) up
+    to its close frame; returns the close code, or None if limit bytes of
+    data came first."""
+    seen = 0
+    while seen <= limit:
+        _, opcode, payload = read_frame_with_rsv(client)
+        if opcode == 0x8:
+            return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+        seen += len(payload)
+    return None
+
+
+@step_test("agree-on-deflate")
+def test_an_offer_of_deflate_is_accepted_with_the_option(server):
+    with restarted_with(server, "--permessage-deflate") as own:
+        client = deflate_client(own, "permessage-deflate; client_max_window_bits")
+        agreed = agreed_extensions(client)
+        client.close()
+        expect(agreed == "permessage-deflate; client_max_window_bits=12",
+               "offered 'permessage-deflate; client_max_window_bits' to a server started with "
+               "--permessage-deflate", "Sec-WebSocket-Extensions: permessage-deflate; "
+               "client_max_window_bits=12", show(agreed))
+
+
+@step_test("agree-on-deflate")
+def test_without_the_option_no_extension_is_agreed(server):
+    client = deflate_client(server)
+    agreed = agreed_extensions(client)
+    client.close()
+    expect(agreed is None, "offered permessage-deflate to a server without --permessage-deflate",
+           "no Sec-WebSocket-Extensions in the 101", show(agreed))
+
+
+@step_test("agree-on-deflate")
+def test_an_unknown_parameter_declines_that_offer_only(server):
+    with restarted_with(server, "--permessage-deflate") as own:
+        client = deflate_client(own, "permessage-deflate; x_unknown, permessage-deflate; "
+                                "server_no_context_takeover")
+        agreed = agreed_extensions(client)
+        client.close()
+        expect(agreed == "permessage-deflate; server_no_context_takeover",
+               "offered permessage-deflate with an unknown parameter, then with "
+               "server_no_context_takeover", "the second offer accepted", show(agreed))
+
+
+@step_test("agree-on-deflate")
+def test_a_malformed_extension_list_gets_400(server):
+    with restarted_with(server, "--permessage-deflate") as own:
+        response = http_exchange(own, upgrade_request(
+            extra_headers="Sec-WebSocket-Extensions: permessage-deflate;;\r\n"))
+        expect(response.startswith(b"HTTP/1.1 400 "),
+               "sent 'Sec-WebSocket-Extensions: permessage-deflate;;'", "400 Bad Request",
+               show(response, 120))
+
+
+@step_test("inflate-messages")
+def test_the_rfc_compressed_hello_is_read(server):
+    with restarted_with(server, "--permessage-deflate") as own:
+        client = deflate_client(own)
+        decompressor = zlib.decompressobj(wbits=-15)
+        try:
+            # RFC 7692 §7.2.3.1: "Hello", compressed, in one frame, then in two.
+            client.send_frame(0x1, bytes.fromhex("f248cdc9c90700"), rsv=4)
+            first = read_echo(client, decompressor)
+            client.send_frame(0x1, bytes.fromhex("f248cd"), fin=False, rsv=4)
+            client.send_frame(0x0, bytes.fromhex("c9c90700"))
+            second = read_echo(client, decompressor)
+        finally:
+            client.close()
+        expect((first, second) == (b"Hello", b"Hello"), "sent RFC 7692's compressed 'Hello' "
+               "(f2 48 cd c9 c9 07 00), whole and then in two frames",
+               "'Hello' echoed twice", f"{show(first)} and {show(second)}")
+
+
+@step_test("inflate-messages")
+def test_rsv1_on_a_continuation_frame_is_closed_with_1002(server):
+    with restarted_with(server, "--permessage-deflate") as own:
+        client = deflate_client(own)
+        try:
+            client.send_frame(0x1, compressed(b"Hel"), fin=False, rsv=4)
+            client.send_frame(0x0, b"lo", rsv=4)
+            code = close_code_after_data(client)
+        finally:
+            client.close()
+        expect(code == 1002, "sent a compressed first frame, then a continuation frame with "
+               "RSV1 set", "close code 1002 (RFC 7692 §6.1: RSV1 only on a message's first "
+               "frame)", code)
+
+
+@step_test("inflated-bytes-limit")
+def test_a_small_message_that_inflates_past_the_limit_gets_1009(server):
+    with restarted_with(server, "--permessage-deflate", "--max-message", "100000") as own:
+        client = deflate_client(own)
+        bomb = compressed(b"\0" * 10_000_000)  # about 10 KB on the wire
+        try:
+            client.send_frame(0x2, bomb, rsv=4)
+            # The echo of the first 100,000 bytes may start before the limit
+            # is reached: the server streams.
+            code = close_code_after_data(client, limit=200_000)
+        finally:
+            client.close()
+        expect(code == 1009, f"with --max-message 100000, sent {len(bomb):,} compressed bytes "
+               "that inflate to 10,000,000", "close code 1009 once 100,000 have come out",
+               code if code else "more than 200,000 bytes of echo and no close")
+
+
+@step_test("final-blocks")
+def test_a_message_ending_in_a_final_block_is_read_and_so_is_the_next(server):
+    with restarted_with(server, "--permessage-deflate") as own:
+        client = deflate_client(own)
+        decompressor = zlib.decompressobj(wbits=-15)
+        try:
+            # RFC 7692 §7.2.3.4: "Hello" in a block with BFINAL set.
+            client.send_frame(0x1, bytes.fromhex("f348cdc9c9070000"), rsv=4)
+            first = read_echo(client, decompressor)
+            client.send_frame(0x1, compressed(b"again"), rsv=4)
+            second = read_echo(client, decompressor)
+        finally:
+            client.close()
+        expect((first, second) == (b"Hello", b"again"), "sent 'Hello' in a final (BFINAL) "
+               "block, then 'again' compressed", "both echoed", f"{show(first)}, {show(second)}")
+
+
+@step_test("deflate-messages")
+def test_echoes_come_back_compressed_as_the_rfc_shows(server):
+    for offer, expected in (("permessage-deflate", ["f248cdc9c90700", "f200110000"]),
+                            ("permessage-deflate; server_no_context_takeover",
+                             ["f248cdc9c90700", "f248cdc9c90700"])):
+        with restarted_with(server, "--permessage-deflate") as own:
+            client = deflate_client(own, offer)
+            got = []
+            try:
+                for _ in range(2):
+                    client.send_frame(0x1, b"Hello")
+                    rsv, opcode, payload = read_frame_with_rsv(client)
+                    got.append(f"rsv={rsv} {payload.hex()}")
+            finally:
+                client.close()
+            expect(got == [f"rsv=4 {e}" for e in expected],
+                   f"offered '{offer}', sent 'Hello' twice", "RFC 7692 §7.2.3's bytes, "
+                   f"with RSV1: {expected}", got)
+
+
+@step_test("trace-compressed")
+def test_the_trace_marks_compressed_frames(server):
+    with restarted_with(server, "--permessage-deflate", "--trace") as own:
+        client = deflate_client(own)
+        client.send_frame(0x1, compressed(b"Hello"), rsv=4)
+        read_frame_with_rsv(client)
+        said = wait_until_said(own, "(text, compressed)")
+        client.close()
+        expect("RSV=100 opcode=1 (text, compressed)" in said,
+               "sent a compressed text message, with --trace",
+               "a line '<< FIN=1 RSV=100 opcode=1 (text, compressed) ...'", show(said[-300:], 300))
 
 
 def run_tests(tests, path, step, label, options=(), explain=None):
