@@ -134,13 +134,15 @@ bench/loadgen: bench/loadgen.c ws.o ws.h | deps
 bench/peers/tcp_echo: bench/peers/tcp_echo.c
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $<
 
-bench: server bench/loadgen bench/peers/tcp_echo | test-deps bench-deps ## ours vs Node ws, Python websockets, TCP echo
+# The compressed scenarios (and their smoke) use Node's ws as the client
+# (bench/deflate_client.js): run.py installs ws into bench/node/ with npm.
+bench: server bench/loadgen bench/peers/tcp_echo | test-deps bench-deps ## ours vs Node ws, Python websockets, TCP echo; also compressed
 	$(PYTHON) bench/run.py
 
 bench-deps: ## install Node.js and npm for the benchmark's Node ws peer, if missing
 	$(call install_if_missing,$(BENCH_PACKAGES),command -v node >/dev/null && command -v npm >/dev/null)
 
-bench-smoke: server bench/loadgen ## every benchmark mode for a second, against our server only
+bench-smoke: server bench/loadgen | bench-deps ## every benchmark mode for a second, against our server only
 	$(PYTHON) bench/run.py --smoke
 
 stress: server bench/loadgen ## 1,000 clients x 1,000 messages, 100 misbehaving, memory and exit checked

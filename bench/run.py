@@ -2,13 +2,18 @@
 """The benchmark: our server beside Node's ws, Python's websockets and a plain
 thread-per-connection TCP echo, on this machine, in one run.
 
-Usage: run.py [--rounds N] [--smoke]
+Usage: run.py [--rounds N] [--smoke] [--only TEXT] [--servers A,B] [--baseline PATH]
 
 Every scenario runs against every server once per round, servers interleaved,
 and the table shows the median of the rounds, with the ratio ours/peer. The
 table is printed and written to bench/results/latest.md (not with --smoke,
 which runs every mode for a second or two against our server only, so that
 the benchmark never rots). Loopback only; every server is stopped by its pid.
+
+The load generator is bench/loadgen, except in the "compressed" scenarios:
+there every server is started with --permessage-deflate and the client is
+bench/deflate_client.js (Node's ws with perMessageDeflate; loadgen cannot
+compress), the same for every server, in one process per core for the echo.
 """
 import argparse
 import os
@@ -22,6 +27,7 @@ import time
 BENCH = os.path.dirname(os.path.abspath(__file__))
 PROJECT = os.path.dirname(BENCH)
 LOADGEN = os.path.join(BENCH, "loadgen")
+DEFLATE_CLIENT = os.path.join(BENCH, "deflate_client.js")
 NODE_MODULES = os.path.join(BENCH, "node", "node_modules")
 
 SERVERS = {
@@ -48,9 +54,23 @@ SCENARIOS = [
     ("handshakes, 8 clients", "handshake --connections 8", ["handshakes_per_s"], WS),
     ("10,000 idle connections held", "hold --connections 10000 --threads 2",
      ["held", "kib_per_connection", "server_threads"], WS),
+    # permessage-deflate (arguments starting with "deflate": see the docstring).
+    # 4 KiB of JSON, like the uncompressed 4 KiB row; server_cpu_us is the
+    # server's CPU time per echoed message, wire_ratio the bytes it sent on the
+    # wire per byte of payload it echoed.
+    ("4 KiB JSON echo, compressed, 100 connections",
+     "deflate echo --connections 100 --size 4096",
+     ["messages_per_s", "mb_per_s", "server_cpu_us", "wire_ratio"], WS),
+    # Each connection has echoed one 4 KiB message, so the server holds both
+    # of its zlib streams; compare with the uncompressed row above.
+    ("10,000 idle connections held, compressed", "deflate hold --connections 10000 --size 4096",
+     ["held", "kib_per_connection"], WS),
 ]
 # Figures where less is better (the ratio still reads ours/peer).
-LOWER_IS_BETTER = {"p50_us", "p99_us", "p999_us", "kib_per_connection", "server_threads"}
+LOWER_IS_BETTER = {"p50_us", "p99_us", "p999_us", "kib_per_connection", "server_threads",
+                   "server_cpu_us", "wire_ratio"}
+# Shown on each round's line, not in the table.
+INFO = ["client_cpu_us"]
 
 
 def raise_fd_limit():
@@ -58,11 +78,14 @@ def raise_fd_limit():
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def start(name):
+def start(name, options=()):
     env = dict(os.environ, NODE_PATH=NODE_MODULES)
-    process = subprocess.Popen(SERVERS[name], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                               env=env, preexec_fn=raise_fd_limit)
+    process = subprocess.Popen(SERVERS[name] + list(options), stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, env=env, preexec_fn=raise_fd_limit)
     line = process.stdout.readline().decode()
+    if "Listening on" not in line:
+        stop(process)
+        raise RuntimeError(f"{name} did not start: {' '.join(SERVERS[name] + list(options))}")
     port = int(re.search(r":(\d+)", line.split("Listening on")[1]).group(1))
     return process, port
 
@@ -79,6 +102,72 @@ def stop(process):
 def rss_kb(pid):
     with open(f"/proc/{pid}/status") as status:
         return int(re.search(r"^VmRSS:\s+(\d+)", status.read(), re.M).group(1))
+
+
+def cpu_seconds(pid):
+    """The CPU time (user and system) of every thread of a process so far."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_deflate_client(arguments, port, seconds, pid):
+    """bench/deflate_client.js: for the echo, one process per core (the client
+    compresses and inflates as much as the server does, so one process would
+    be the bottleneck), all counting over the same seconds, while the server's
+    CPU time is read; for the hold, one process."""
+    words = arguments.split()
+    mode, options = words[1], words[2:]
+    connections = int(options[options.index("--connections") + 1])
+    env = dict(os.environ, NODE_PATH=NODE_MODULES)
+    base = ["node", DEFLATE_CLIENT, mode, "--port", str(port)]
+    if mode == "hold":
+        commands = [base + options + ["--pid", str(pid)]]
+    else:
+        processes = max(1, min(os.cpu_count() or 1, connections))
+        start_at = time.time() + 1  # node's start, the handshakes, a warm-up
+        commands = []
+        for i in range(processes):
+            share = connections // processes + (i < connections % processes)
+            rest = re.sub(r"--connections \d+", f"--connections {share}", " ".join(options))
+            commands.append(base + rest.split() + ["--seconds", str(seconds),
+                                                   "--start-at", str(int(start_at * 1000))])
+    clients = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env, preexec_fn=raise_fd_limit) for command in commands]
+    server_cpu = None
+    if mode == "echo":
+        time.sleep(max(0, start_at - time.time()))
+        before = cpu_seconds(pid)
+        time.sleep(seconds)
+        server_cpu = cpu_seconds(pid) - before
+    runs = []
+    for client in clients:
+        try:
+            out, err = client.communicate(timeout=seconds + 300)
+        except subprocess.TimeoutExpired:
+            client.kill()
+            out, err = client.communicate()
+        for line in err.splitlines():
+            print(f"  {line}", flush=True)
+        figures = {}
+        if out.strip():
+            figures = {k: float(v) for k, v in (pair.split("=") for pair in out.split())}
+        if client.returncode != 0:
+            figures["errors"] = max(1, figures.get("errors", 0))
+        runs.append(figures)
+    figures = {"errors": sum(r.get("errors", 0) for r in runs)}
+    if mode == "hold":
+        return {**runs[0], **figures}
+    if any("messages" not in r for r in runs):
+        return figures
+    messages = sum(r["messages"] for r in runs)
+    figures["messages_per_s"] = messages / seconds
+    figures["mb_per_s"] = sum(r["mb_per_s"] for r in runs)
+    figures["wire_ratio"] = statistics.mean(r["wire_ratio"] for r in runs)
+    if messages:
+        figures["server_cpu_us"] = server_cpu / messages * 1e6
+        figures["client_cpu_us"] = sum(r["client_cpu_s"] for r in runs) / messages * 1e6
+    return figures
 
 
 def run_loadgen(arguments, port, seconds, raw, pid):
@@ -98,14 +187,18 @@ def measure(name, scenario, seconds, connections_scale):
         arguments = re.sub(r"--connections (\d+)",
                            lambda m: f"--connections {max(2, int(int(m.group(1)) * connections_scale))}",
                            arguments)
-    process, port = start(name)
+    deflate = arguments.startswith("deflate")
+    process, port = start(name, ["--permessage-deflate"] if deflate else [])
     try:
         time.sleep(0.2)
         baseline = rss_kb(process.pid)
-        hold = arguments.startswith("hold")
-        figures = run_loadgen(arguments, port, seconds if not hold else max(2, seconds * 6),
-                              raw=name == "tcp echo", pid=process.pid if hold else 0)
-        if hold:
+        hold = arguments.split()[int(deflate)] == "hold"
+        if deflate:
+            figures = run_deflate_client(arguments, port, seconds, process.pid)
+        else:
+            figures = run_loadgen(arguments, port, seconds if not hold else max(2, seconds * 6),
+                                  raw=name == "tcp echo", pid=process.pid if hold else 0)
+        if hold and figures.get("held"):
             connections = int(figures["of"])
             figures["kib_per_connection"] = (figures["server_rss_kb"] - baseline) / connections
         return figures
@@ -118,8 +211,10 @@ def format_figure(key, value):
         return "-"
     if key == "mb_per_s":
         return f"{value:.0f}"
-    if key == "kib_per_connection":
+    if key in ("kib_per_connection", "server_cpu_us", "client_cpu_us"):
         return f"{value:.1f}"
+    if key == "wire_ratio":
+        return f"{value:.3f}"
     return f"{value:.0f}"
 
 
@@ -177,7 +272,7 @@ def main():
         servers = options.servers.split(",")
     scenarios = [s for s in SCENARIOS if not options.only or options.only in s[0]]
     rounds, seconds, scale = (1, 1, 0.01) if options.smoke else (options.rounds, options.seconds, 1)
-    if not options.smoke:
+    if not options.smoke or any(s[1].startswith("deflate") for s in scenarios):
         ensure_node_ws()
     results = {}
     for round_number in range(1, rounds + 1):
@@ -185,10 +280,15 @@ def main():
             for name in servers:
                 if name not in scenario[3]:
                     continue
-                figures = measure(name, scenario, seconds, scale)
+                try:
+                    figures = measure(name, scenario, seconds, scale)
+                except RuntimeError as error:  # an older --baseline without an option, say
+                    print(f"round {round_number}: {scenario[0]}: {error}", flush=True)
+                    figures = {"errors": 1}
                 results.setdefault((scenario[0], name), []).append(figures)
+                shown = scenario[2] + [k for k in INFO if k in figures]
                 print(f"round {round_number}: {scenario[0]}: {name}: "
-                      + " ".join(f"{k}={format_figure(k, figures.get(k))}" for k in scenario[2])
+                      + " ".join(f"{k}={format_figure(k, figures.get(k))}" for k in shown)
                       + f" errors={figures.get('errors', 0):.0f}", flush=True)
     text, errors = table(results, servers)
     print()
