@@ -633,46 +633,64 @@ static bool is_page_request(const struct options *options, const struct ws_reque
            ws_request_header(request, "Upgrade") == NULL;
 }
 
-/* The article's WebSocketController.Get(): a WebSocket request is accepted
- * and handed to the notifier; anything else is answered with an error status
- * (400 Bad Request; 426 for a WebSocket version other than 13; 403 for an
- * origin that is not allowed; 408 when the request is too slow to arrive). */
-static void websocket_controller_get(struct client *client)
+/* The opening handshake: a WebSocket request is accepted, and the new
+ * connection returned; anything else is answered with an error status (400
+ * Bad Request; 426 for a WebSocket version other than 13; 403 for an origin
+ * that is not allowed; 408 when the request is too slow to arrive), or with
+ * the client page, and NULL returned. */
+static struct ws *accept_websocket(struct client *client, struct ws_request *request)
 {
     const struct options *options = client->options;
-    struct ws_request request;
     struct ws_refusal refusal;
     if (options->tls != NULL && !start_tls(client, &refusal)) {
         refuse(client, NULL, &refusal); /* a 400 in plain text; nothing else can be said */
-        return;
+        return NULL;
     }
-    if (ws_read_request(&client->transport, &request, &refusal, &client->settings) != 0) {
-        refuse(client, &request, &refusal);
-        return;
+    if (ws_read_request(&client->transport, request, &refusal, &client->settings) != 0) {
+        refuse(client, request, &refusal);
+        return NULL;
     }
     if (options->trace)
-        trace_request(client, &request);
-    if (is_page_request(options, &request)) {
-        log_line(options, "page %s thread %lu: %s %s", client->peer, client->id, request.method,
-                 request.target);
-        ws_send_page(&client->transport, &request, "text/html; charset=utf-8", options->client_page,
+        trace_request(client, request);
+    if (is_page_request(options, request)) {
+        log_line(options, "page %s thread %lu: %s %s", client->peer, client->id, request->method,
+                 request->target);
+        ws_send_page(&client->transport, request, "text/html; charset=utf-8", options->client_page,
                      options->client_page_length);
-        return;
+        return NULL;
     }
-    if (!ws_is_websocket_request(&request, &refusal)) {
-        refuse(client, &request, &refusal);
-        return;
+    if (!ws_is_websocket_request(request, &refusal)) {
+        refuse(client, request, &refusal);
+        return NULL;
     }
-    if (!is_origin_allowed(options, &request)) {
+    if (!is_origin_allowed(options, request)) {
         refusal = (struct ws_refusal){403, "this origin may not open a WebSocket here", 0};
-        refuse(client, &request, &refusal);
+        refuse(client, request, &refusal);
+        return NULL;
+    }
+    struct ws *ws = ws_accept(&client->transport, request, &client->settings, &refusal);
+    if (ws == NULL)
+        refuse(client, request, &refusal); /* 400 for a malformed extension list */
+    return ws;
+}
+
+/* The article's WebSocketController.Get(): the handshake, then the notifier.
+ * The request (8 KiB) lives on the heap, and only until the handshake is
+ * over: on the thread's stack, its pages would stay in memory for as long
+ * as the connection is open (chapter "What a thread costs"). */
+static void websocket_controller_get(struct client *client)
+{
+    struct ws_request *request = malloc(sizeof *request);
+    if (request == NULL) {
+        struct ws_refusal refusal = {503, "the server is out of memory", RETRY_AFTER_SECONDS};
+        refuse(client, NULL, &refusal);
         return;
     }
-    struct ws *ws = ws_accept(&client->transport, &request, &client->settings, &refusal);
-    if (ws == NULL) {
-        refuse(client, &request, &refusal); /* 400 for a malformed extension list */
+    struct ws *ws = accept_websocket(client, request);
+    free(request);
+    if (ws == NULL)
         return;
-    }
+    const struct options *options = client->options;
     char security[128];
     ws_transport_security(&client->transport, security, sizeof security);
     log_line(options, "open %s thread %lu%s%s", client->peer, client->id,

@@ -18,6 +18,7 @@ compress), the same for every server, in one process per core for the echo.
 import argparse
 import os
 import re
+import socket
 import resource
 import statistics
 import subprocess
@@ -37,6 +38,9 @@ SERVERS = {
                           os.path.join(BENCH, "peers", "python_websockets_echo.py"), "0"],
     "tcp echo": [os.path.join(BENCH, "peers", "tcp_echo"), "0"],
 }
+
+# Peers that take their port as their only argument and print nothing.
+PORT_ARGUMENT_PEERS = {"wsserver"}
 
 # (name, loadgen arguments, the figures shown, servers it applies to)
 WS = ["ours", "node ws", "python websockets"]
@@ -78,7 +82,34 @@ def raise_fd_limit():
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_on_port(name):
+    """A peer that takes its port as its only argument and prints nothing
+    (wsServer): started on a free port, ready once it accepts a connection."""
+    port = free_port()
+    process = subprocess.Popen(SERVERS[name] + [str(port)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, preexec_fn=raise_fd_limit)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return process, port
+        except OSError:
+            time.sleep(0.05)
+    stop(process)
+    raise RuntimeError(f"{name} did not start listening on port {port}")
+
+
 def start(name, options=()):
+    if name in PORT_ARGUMENT_PEERS:
+        if options:
+            raise RuntimeError(f"{name} has no {' '.join(options)}")
+        return start_on_port(name)
     env = dict(os.environ, NODE_PATH=NODE_MODULES)
     process = subprocess.Popen(SERVERS[name] + list(options), stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL, env=env, preexec_fn=raise_fd_limit)
@@ -258,10 +289,19 @@ def main():
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--only", help="run only the scenarios whose name contains this")
     parser.add_argument("--servers", help="comma-separated, e.g. ours,node ws")
+    parser.add_argument("--wsserver", metavar="PATH",
+                        help="a wsServer echo (built by hand from github.com/Theldus/wsServer, "
+                             "never kept here) that takes its port as its only argument, "
+                             "measured as 'wsserver' in every uncompressed WebSocket scenario")
     parser.add_argument("--baseline", metavar="PATH",
                         help="another build of our server (an older commit, say), measured as "
                              "'baseline' in every scenario ours is in")
     options = parser.parse_args()
+    if options.wsserver:
+        SERVERS["wsserver"] = [os.path.abspath(options.wsserver)]
+        for index, scenario in enumerate(SCENARIOS):  # not compressed: wsServer has no deflate
+            if "ours" in scenario[3] and not scenario[1].startswith("deflate"):
+                SCENARIOS[index] = scenario[:3] + (scenario[3] + ["wsserver"],)
     if options.baseline:
         SERVERS["baseline"] = [os.path.abspath(options.baseline), "--port", "0"]
         for scenario in SCENARIOS:
