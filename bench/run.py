@@ -2,7 +2,7 @@
 """The benchmark: our server beside Node's ws, Python's websockets and a plain
 thread-per-connection TCP echo, on this machine, in one run.
 
-Usage: run.py [--rounds N] [--smoke] [--only TEXT] [--servers A,B] [--baseline PATH]
+Usage: run.py [--rounds N] [--smoke] [--wsserver PATH] [--baseline PATH] [--only TEXT] [--servers A,B] [--baseline PATH]
 
 Every scenario runs against every server once per round, servers interleaved,
 and the table shows the median of the rounds, with the ratio ours/peer. The
