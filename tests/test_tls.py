@@ -29,7 +29,7 @@ ROOT = os.path.dirname(HERE)
 # time limits below are multiplied by TIME_SCALE.
 TIME_SCALE = float(os.environ.get("TIME_SCALE", "1"))
 TIMEOUT = 10 * TIME_SCALE
-results = {"passed": 0, "failed": 0}
+results = {"passed": 0, "failed": 0, "skipped": 0}
 exit_statuses = []
 
 
@@ -234,6 +234,7 @@ def test_clients_nobody_here_wrote(server, certificate, key, ca):
         curl = shutil.which("curl")
         if curl is None:
             print("SKIPPED curl over https:// (curl is not installed)")
+            results["skipped"] += 1
         else:
             completed = subprocess.run(
                 [curl, "-sS", "-i", "--max-time", "5", "--cacert", ca,
@@ -257,6 +258,7 @@ def node_checks(port, ca):
     if node is None or not os.path.isdir(os.path.join(modules, "ws")):
         print("SKIPPED Node's ws over wss:// (node or tests/node/node_modules/ws missing:"
               " tests/interop_node.sh installs it)")
+        results["skipped"] += 1
         return
     # The server has --permessage-deflate: the suite's compressed cases run
     # over TLS too, against the same port.
@@ -398,7 +400,8 @@ def main():
               "[0, 0, 0]", exit_statuses)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    print(f"{results['passed']} passed, {results['failed']} failed")
+    skipped = f", {results['skipped']} skipped" if results["skipped"] else ""
+    print(f"{results['passed']} passed, {results['failed']} failed{skipped}")
     return 0 if results["failed"] == 0 else 1
 
 
