@@ -24,6 +24,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -964,12 +965,27 @@ bool ws_is_websocket_request(const struct ws_request *request, struct ws_refusal
     return false;
 }
 
+/* OpenSSL 3 looks an algorithm up among its providers every time a digest
+ * starts with it (EVP_sha1() only names it): a search, under a lock, on every
+ * handshake. Fetching SHA-1 once, for the whole server, does the search once
+ * (the manual, crypto(7), "Explicit fetching"); a fetched algorithm may be shared by
+ * every thread. It is kept until the process ends. */
+static EVP_MD *sha1_algorithm;
+static pthread_once_t sha1_fetched = PTHREAD_ONCE_INIT;
+
+static void fetch_sha1(void)
+{
+    sha1_algorithm = EVP_MD_fetch(NULL, "SHA1", NULL);
+}
+
 int ws_accept_key(const char *key, char accept[29])
 {
     unsigned char digest[EVP_MAX_MD_SIZE];
     unsigned int digest_length = 0;
+    pthread_once(&sha1_fetched, fetch_sha1);
     EVP_MD_CTX *sha1 = EVP_MD_CTX_new();
-    bool ok = sha1 != NULL && EVP_DigestInit_ex(sha1, EVP_sha1(), NULL) == 1 &&
+    bool ok = sha1_algorithm != NULL && sha1 != NULL &&
+              EVP_DigestInit_ex(sha1, sha1_algorithm, NULL) == 1 &&
               EVP_DigestUpdate(sha1, key, strlen(key)) == 1 &&
               EVP_DigestUpdate(sha1, WS_GUID, strlen(WS_GUID)) == 1 &&
               EVP_DigestFinal_ex(sha1, digest, &digest_length) == 1;
