@@ -42,9 +42,10 @@
 #define SERVER_VERSION "0.3.0"
 
 /* Each thread gets this much stack instead of the 8 MiB default. Our deepest
- * call chain holds the 8 KiB request, the notifier's 4 KiB buffer and libc's
- * own frames, far less than 128 KiB, while a thousand clients reserve
- * 128 MiB of address space rather than 8 GiB. */
+ * call chain holds the notifier's 4 KiB buffer and the frames of libc and
+ * OpenSSL, far less than 128 KiB, while a thousand clients reserve 128 MiB of
+ * address space rather than 8 GiB. (The request is on the heap: see
+ * websocket_controller_get().) */
 #define THREAD_STACK_SIZE ((size_t)128 * 1024)
 
 /* How long the accept loop rests after an error that would only repeat at

@@ -144,7 +144,7 @@ struct ws_settings {
     /* --permessage-deflate: accept a client's offer of compression (RFC
      * 7692), and then compress every message we send. Off by default: a
      * connection that agrees to it holds zlib's state for its whole life,
-     * about 44 KiB more than the 28 KiB an echoing connection costs without
+     * about 44 KiB more than the 16 KiB an echoing connection costs without
      * (README, "Compression"). Node's ws leaves it off on servers for the
      * same reason. */
     bool permessage_deflate;
