@@ -309,6 +309,21 @@ def test_handshake_limits(server, certificate, key, ca):
         s.stop()
 
 
+async def close_code_after(port, ca, first, then):
+    """Opens wss://, has the text first echoed, awaits then(ws) (which should
+    make the server close), and returns the close code the server sent."""
+    async with websockets.connect(f"wss://localhost:{port}/", ssl=client_context(ca),
+                                  open_timeout=TIMEOUT) as ws:
+        await ws.send(first)
+        await ws.recv()
+        await then(ws)
+        try:
+            await asyncio.wait_for(ws.recv(), TIMEOUT)
+        except websockets.ConnectionClosed:
+            pass
+        return ws.close_code
+
+
 def test_behaviour_over_tls(server, certificate, key, ca):
     """Limits, keep-alive, --trace and shutdown work as they do over TCP."""
     interval = max(1, round(TIME_SCALE))
@@ -325,38 +340,20 @@ def test_behaviour_over_tls(server, certificate, key, ca):
                   f"a ping (0x89) after about {interval} s",
                   (opcode, round(waited, 2)))
 
-        async def too_big():
-            async with websockets.connect(f"wss://localhost:{s.port}/", ssl=client_context(ca),
-                                          open_timeout=TIMEOUT) as ws:
-                await ws.send("traced")
-                await ws.recv()
-                await ws.send("x" * 2000)
-                try:
-                    await asyncio.wait_for(ws.recv(), TIMEOUT)
-                except websockets.ConnectionClosed:
-                    pass
-                return ws.close_code
+        async def send_too_much(ws):
+            await ws.send("x" * 2000)
 
-        code = asyncio.run(too_big())
+        code = asyncio.run(close_code_after(s.port, ca, "traced", send_too_much))
         check("--max-message: a larger message is closed with 1009", code == 1009, 1009, code)
         check("--trace shows the frames of a TLS connection",
               s.wait_for_log('length=6 (7-bit) "traced"'),
               "a '<< FIN=1 ... length=6 (7-bit) \"traced\"' line",
               s.stderr().strip().splitlines()[-3:])
 
-        async def open_then_stop():
-            async with websockets.connect(f"wss://localhost:{s.port}/", ssl=client_context(ca),
-                                          open_timeout=TIMEOUT) as ws:
-                await ws.send("before the stop")
-                await ws.recv()
-                s.process.send_signal(signal.SIGTERM)
-                try:
-                    await asyncio.wait_for(ws.recv(), TIMEOUT)
-                except websockets.ConnectionClosed:
-                    pass
-                return ws.close_code
+        async def stop_the_server(ws):
+            s.process.send_signal(signal.SIGTERM)
 
-        code = asyncio.run(open_then_stop())
+        code = asyncio.run(close_code_after(s.port, ca, "before the stop", stop_the_server))
         check("shutdown: an open wss:// client is closed with 1001", code == 1001, 1001, code)
     finally:
         s.stop()
