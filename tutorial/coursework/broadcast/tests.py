@@ -1,70 +1,110 @@
-"""Grader tests for the broadcast project (see BRIEF.md)."""
+"""Grader checks for the broadcast project (see BRIEF.md). Each check says
+what it did, what it expected and what came back."""
 import socket
 import threading
 import time
 
-from test_steps import Client, close_frame
+from test_steps import TIMEOUT, Client, close_frame, expect, show
 
+# Every check starts the server with a limit on messages, for check 6.
+MAX_MESSAGE = 1000000
+SERVER_OPTIONS = ["--max-message", str(MAX_MESSAGE)]
 JOIN_DELAY = 0.3  # time for the server's threads to put new clients in the room
 
 
-def read_messages(client, count, into, errors):
-    """Reads count whole messages into the list `into` (run in a thread)."""
+def described(message):
+    """A received (opcode, payload) as a short phrase."""
+    if message is None:
+        return "nothing"
+    opcode, payload = message
+    kind = {1: "text", 2: "binary"}.get(opcode, f"opcode {opcode}")
+    return f"{kind} {show(payload)} ({len(payload)} bytes)"
+
+
+def receive(client):
+    """The next whole message client receives, or None if none comes within
+    TIMEOUT seconds or the connection ends first."""
     try:
-        for _ in range(count):
-            into.append(client.read_message())
-    except Exception as error:  # the test reports it
-        errors.append(repr(error))
+        return client.read_message()
+    except Exception:  # a timeout, the end of the connection
+        return None
+
+
+def join(server, names):
+    """Connects one client per name and waits for them to join the room."""
+    clients = [Client(server) for _ in names]
+    time.sleep(JOIN_DELAY)
+    return clients
+
+
+def read_messages(client, count, into):
+    """Reads count whole messages into the list `into` (run in a thread)."""
+    for _ in range(count):
+        message = receive(client)
+        if message is None:
+            return
+        into.append(message)
 
 
 def start_readers(clients, count):
-    """One reading thread per client, started; returns them, the lists they
-    fill, and the errors they met."""
+    """One reading thread per client, started; returns them, and the lists
+    they fill."""
     results = [[] for _ in clients]
-    errors = []
-    threads = [threading.Thread(target=read_messages, args=(c, count, r, errors), daemon=True)
+    threads = [threading.Thread(target=read_messages, args=(c, count, r), daemon=True)
                for c, r in zip(clients, results)]
     for thread in threads:
         thread.start()
-    return threads, results, errors
+    return threads, results
 
 
 def test_everyone_in_the_room_receives_a_message(server):
-    a, b, c = Client(server), Client(server), Client(server)
-    time.sleep(JOIN_DELAY)
-    a.send_frame(1, b"hello, room")
-    for client in (a, b, c):
-        assert client.read_message() == (1, b"hello, room")
-    b.send_frame(2, b"\x00\x01")
-    for client in (a, b, c):
-        assert client.read_message() == (2, b"\x00\x01")
+    a, b, c = join(server, "abc")
+    for sender, opcode, body in ((c, 1, b"hello, room"), (b, 2, b"\x00\x01")):
+        name = "abc"[[a, b, c].index(sender)]
+        sender.send_frame(opcode, body)
+        for receiver, who in ((a, "a"), (b, "b"), (c, "c")):
+            got = receive(receiver)
+            expect(got == (opcode, body),
+                   f"clients a, b and c joined; client {name} sent {described((opcode, body))}",
+                   f"every client (the sender too) to receive it within {TIMEOUT} s",
+                   f"client {who} received {described(got)}")
 
 
 def test_messages_from_two_senders_never_interleave(server):
-    """Each message is sent in three fragments by two senders at once; every
-    member must receive 60 whole messages, in the same order as the others."""
-    members = [Client(server) for _ in range(3)]
-    time.sleep(JOIN_DELAY)
-    threads, results, errors = start_readers(members, 60)
+    members = join(server, "abc")
+    threads, results = start_readers(members, 60)
+
+    def body(name, i):
+        return f"{name}-{i:02d}-".encode() + bytes([65 + i % 26]) * 3000
 
     def send(client, name):
         for i in range(30):
-            body = f"{name}-{i:02d}-".encode() + bytes([65 + i % 26]) * 3000
-            client.send_frame(1, body[:1000], fin=False)
-            client.send_frame(0, body[1000:2000], fin=False)
-            client.send_frame(0, body[2000:], fin=True)
+            whole = body(name, i)
+            client.send_frame(1, whole[:1000], fin=False)
+            client.send_frame(0, whole[1000:2000], fin=False)
+            client.send_frame(0, whole[2000:], fin=True)
 
-    senders = [threading.Thread(target=send, args=(members[i], "AB"[i])) for i in range(2)]
+    senders = [threading.Thread(target=send, args=(members[i], "ab"[i])) for i in range(2)]
     for thread in senders:
         thread.start()
     for thread in senders + threads:
         thread.join(timeout=20)
-    for received in results:
-        assert len(received) == 60, f"got {len(received)} of 60 messages; {errors}"
-        for opcode, body in received:
-            name, number = body[:1].decode(), int(body[2:4])
-            assert body == f"{name}-{number:02d}-".encode() + bytes([65 + number % 26]) * 3000
-    assert results[0] == results[1] == results[2], "members saw different orders"
+    did = ("clients a and b each sent 30 text messages of 3,007 bytes at the same time, each "
+           "in three fragments; a, b and c read")
+    for who, received in zip("abc", results):
+        expect(len(received) == 60, did, f"each to receive all 60 messages within 20 s",
+               f"client {who} received {len(received)}")
+        for opcode, payload in received:
+            name, number = payload[:1].decode(errors="replace"), payload[2:4]
+            whole = number.isdigit() and name in "ab" and payload == body(name, int(number))
+            expect(whole and opcode == 1, did, "every message whole, as it was sent",
+                   f"client {who} received {described((opcode, payload))}, which is not one "
+                   f"of them: pieces of two messages mixed")
+    for who, received in zip("bc", results[1:]):
+        first = next((i for i, (x, y) in enumerate(zip(results[0], received)) if x != y), None)
+        expect(first is None, did, "all three to receive the messages in the same order",
+               f"message {first} was {described(results[0][first])} at a but "
+               f"{described(received[first])} at {who}" if first is not None else "")
 
 
 def test_a_client_that_stops_reading_does_not_stall_the_room(server):
@@ -73,41 +113,79 @@ def test_a_client_that_stops_reading_does_not_stall_the_room(server):
     slow.connect(("127.0.0.1", server.port))
     slow.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                  b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
-    a, b = Client(server), Client(server)
-    time.sleep(JOIN_DELAY)
-    threads, results, errors = start_readers([a, b], 100)
+    a, b = join(server, "ab")
+    threads, results = start_readers([a, b], 100)
     start = time.monotonic()
     for i in range(100):
         a.send_frame(2, bytes([i]) * 60000)
     for thread in threads:
         thread.join(timeout=30)
     elapsed = time.monotonic() - start
-    assert len(results[1]) == 100, f"b got {len(results[1])} of 100 messages; {errors}"
-    assert all(body == bytes([i]) * 60000 for i, (op, body) in enumerate(results[1]))
-    assert elapsed < 20, f"the room took {elapsed:.1f} s"
+    did = ("a client joined and never read; then client a sent 100 binary messages of 60,000 "
+           "bytes")
+    expect(len(results[1]) == 100, did, "client b to receive all 100 within 20 s",
+           f"{len(results[1])} in {elapsed:.1f} s")
+    for i, message in enumerate(results[1]):
+        expect(message == (2, bytes([i]) * 60000), did, f"message {i} to be 60,000 bytes {i}",
+               described(message))
+    expect(elapsed < 20, did, "client b to receive all 100 within 20 s",
+           f"they took {elapsed:.1f} s")
     slow.close()
 
 
 def test_a_client_leaving_does_not_disturb_the_others(server):
-    a, b, c = Client(server), Client(server), Client(server)
-    time.sleep(JOIN_DELAY)
+    a, b, c = join(server, "abc")
     c.close()  # without a closing handshake
     time.sleep(JOIN_DELAY)
     a.send_frame(1, b"still here?")
-    assert a.read_message() == (1, b"still here?")
-    assert b.read_message() == (1, b"still here?")
+    for receiver, who in ((a, "a"), (b, "b")):
+        got = receive(receiver)
+        expect(got == (1, b"still here?"),
+               "clients a, b and c joined; c closed its socket without a closing handshake; "
+               "then a sent 'still here?'", f"a and b to receive it within {TIMEOUT} s",
+               f"client {who} received {described(got)}")
 
 
 def test_the_closing_handshake_still_works(server):
     a = Client(server)
     a.send_frame(8, close_frame(1000, b"bye"))
-    assert a.expect_close(1000) == b"bye"
+    a.expect_close(1000)
+
+
+def test_a_message_over_the_limit_closes_its_sender_with_1009(server):
+    a, b, c = join(server, "abc")
+    piece = b"x" * (MAX_MESSAGE // 2)
+    did = (f"the server runs with --max-message {MAX_MESSAGE}; client a sent a text message "
+           f"of {3 * len(piece):,} bytes in three fragments")
+    try:
+        a.send_frame(1, piece, fin=False)
+        a.send_frame(0, piece, fin=False)
+        a.send_frame(0, piece, fin=True)
+    except OSError:
+        pass  # the server may close before it has read it all
+    try:
+        fin, opcode, payload = a.read_frame()
+    except Exception as error:  # a timeout, the end of the connection
+        fin, opcode, payload = None, None, f"nothing ({error or 'timed out'})"
+    expect(opcode == 8 and payload[:2] == (1009).to_bytes(2, "big"), did,
+           "a close frame with code 1009 (Message Too Big) for client a, and nothing before it",
+           payload if opcode is None else f"a close frame with {show(payload)}" if opcode == 8
+           else f"a frame of {len(payload):,} bytes (opcode {opcode}) first: pieces of the "
+           f"message went out before it was whole")
+    c.send_frame(1, b"after")
+    got = receive(b)
+    expect(got == (1, b"after"), did + "; then client c sent 'after'",
+           "client b to receive none of a's message, then 'after'",
+           f"client b received {described(got)}")
 
 
 TESTS = [
-    test_everyone_in_the_room_receives_a_message,
-    test_messages_from_two_senders_never_interleave,
-    test_a_client_that_stops_reading_does_not_stall_the_room,
-    test_a_client_leaving_does_not_disturb_the_others,
-    test_the_closing_handshake_still_works,
+    (test_everyone_in_the_room_receives_a_message, "BRIEF.md, check 1 and 'A shared list'"),
+    (test_messages_from_two_senders_never_interleave,
+     "BRIEF.md, check 2, 'Whole messages' and 'Frames from several threads'"),
+    (test_a_client_that_stops_reading_does_not_stall_the_room, "BRIEF.md, 'One slow client'"),
+    (test_a_client_leaving_does_not_disturb_the_others,
+     "BRIEF.md, check 4 and 'Who may free a connection?'"),
+    (test_the_closing_handshake_still_works, "BRIEF.md, check 5 (chapter 13, the close)"),
+    (test_a_message_over_the_limit_closes_its_sender_with_1009, "BRIEF.md, 'Whole messages'"),
 ]

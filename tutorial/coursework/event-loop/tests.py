@@ -1,29 +1,43 @@
-"""Grader tests for the event-loop project (see BRIEF.md). The server is
-started with --event-loop for every test."""
+"""Grader checks for the event-loop project (see BRIEF.md). The server is
+started with --event-loop for every check; each says what it did, what it
+expected and what came back."""
 import os
 import re
 import select
-import socket
 import stat
 import subprocess
+import tempfile
 import time
 
-from test_steps import Client
+from test_steps import TIMEOUT, Client, expect, show
 
 SERVER_OPTIONS = ["--event-loop"]
+# The folder with the project's Makefile and tests/ (the top folder).
 PROJECT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))))
 
 
 def threads_of(server):
-    status = open(f"/proc/{server.process.pid}/status").read()
-    return int(re.search(r"^Threads:\s+(\d+)", status, re.M).group(1))
+    with open(f"/proc/{server.process.pid}/status") as status:
+        return int(re.search(r"^Threads:\s+(\d+)", status.read(), re.M).group(1))
 
 
-# The project's suites expect the server of chapter 12, which exits with
-# status 0 on SIGTERM; a server built on step 10 dies of the signal. The
-# wrapper stops the server with SIGTERM when it gets one and reports that
-# death as a clean exit; any other end (a crash, say) is passed on.
+def echoed(client, did, sent):
+    """Reads client's next message and fails unless it is the echo of sent,
+    (opcode, payload)."""
+    try:
+        got = client.read_message()
+    except Exception as error:  # a timeout, the end of the connection
+        got = None
+        said = f"nothing within {TIMEOUT} s ({error or 'timed out'})"
+    else:
+        said = f"opcode {got[0]}, {show(got[1])}"
+    expect(got == sent, did, f"the echo, opcode {sent[0]}, {show(sent[1])}", said)
+
+
+# The project's suites stop the server with SIGTERM and expect status 0;
+# the wrapper passes --event-loop on, and reports a death by SIGTERM as a
+# clean exit (any other end, a crash say, is passed on).
 WRAPPER = """#!/bin/sh
 {server} --event-loop "$@" &
 pid=$!
@@ -35,17 +49,25 @@ wait $pid
 def run_project_suite(server, program):
     """Runs one of the project's Check suites against this binary in
     --event-loop mode, through a small wrapper script."""
-    subprocess.run(["make", "-s", "-C", PROJECT, "test-programs"], check=True,
-                   capture_output=True)
-    wrapper = os.path.join(PROJECT, "tutorial", "build", "event-loop-server.sh")
-    with open(wrapper, "w") as script:
-        script.write(WRAPPER.format(server=server.process.args[0]))
-    os.chmod(wrapper, stat.S_IRWXU)
-    result = subprocess.run([os.path.join(PROJECT, "tests", program)], cwd=PROJECT,
-                            env=dict(os.environ, SERVER=wrapper), capture_output=True,
-                            text=True, timeout=600)
+    built = subprocess.run(["make", "-s", "-C", PROJECT, "test-programs"], capture_output=True,
+                           text=True)
+    expect(built.returncode == 0, f"built the project's suites (make -C {PROJECT} test-programs)",
+           "them to build", (built.stdout + built.stderr)[-800:])
+    with tempfile.TemporaryDirectory() as scratch:
+        wrapper = os.path.join(scratch, "event-loop-server.sh")
+        with open(wrapper, "w") as script:
+            script.write(WRAPPER.format(server=server.process.args[0]))
+        os.chmod(wrapper, stat.S_IRWXU)
+        result = subprocess.run([os.path.join(PROJECT, "tests", program)], cwd=PROJECT,
+                                env=dict(os.environ, SERVER=wrapper), capture_output=True,
+                                text=True, timeout=600)
     summary = re.search(r"Checks: \d+, Failures: \d+, Errors: \d+", result.stdout)
-    assert result.returncode == 0, (summary.group(0) if summary else result.stdout[-500:])
+    failures = [line for line in result.stdout.splitlines() if ":F:" in line or ":E:" in line]
+    expect(result.returncode == 0, f"ran tests/{program} against ./server --event-loop",
+           "every check to pass",
+           (summary.group(0) if summary else f"exit status {result.returncode}")
+           + "".join(f"\n       {line}" for line in failures[:10])
+           + ("" if summary else "\n" + (result.stdout + result.stderr)[-500:]))
 
 
 def test_the_integration_suite_passes(server):
@@ -58,11 +80,14 @@ def test_the_conformance_suite_passes(server):
 
 def test_one_thread_serves_500_clients(server):
     clients = [Client(server) for _ in range(500)]
-    assert threads_of(server) == 1, f"{threads_of(server)} threads for 500 clients"
+    threads = threads_of(server)
+    expect(threads == 1, "connected 500 clients and read Threads: in /proc/PID/status",
+           "1 thread", f"{threads} threads")
     for i, client in enumerate(clients):
         client.send_frame(1, f"client {i}".encode())
     for i, client in enumerate(clients):
-        assert client.read_message() == (1, f"client {i}".encode())
+        echoed(client, f"500 clients each sent 'client N'; client {i} read",
+               (1, f"client {i}".encode()))
     for client in clients:
         client.close()
 
@@ -72,9 +97,10 @@ def test_a_client_stalled_mid_frame_does_not_block_the_others(server):
     stalled.connection.sendall(bytes([0x81, 0x85, 0, 0, 0, 0]) + b"He")  # 2 of 5 bytes
     other = Client(server)
     other.send_frame(2, b"not waiting")
-    assert other.read_message() == (2, b"not waiting")
+    echoed(other, "client a sent 2 of the 5 bytes of a text frame and stopped; then client b "
+           "connected and sent binary 'not waiting'", (2, b"not waiting"))
     stalled.connection.sendall(b"llo")
-    assert stalled.read_message() == (1, b"Hello")
+    echoed(stalled, "client a then sent the frame's last 3 bytes", (1, b"Hello"))
 
 
 def test_a_client_that_never_reads_does_not_stall_the_others(server):
@@ -95,15 +121,22 @@ def test_a_client_that_never_reads_does_not_stall_the_others(server):
     other = Client(server)
     start = time.monotonic()
     other.send_frame(1, b"still served")
-    assert other.read_message() == (1, b"still served")
-    assert time.monotonic() - start < 2, "the other client waited"
+    did = (f"client a sent {sent:,} bytes of 60,000-byte messages for up to 5 s without "
+           f"reading its echoes; then client b sent 'still served'")
+    echoed(other, did, (1, b"still served"))
+    waited = time.monotonic() - start
+    expect(waited < 2, did, "the echo within 2 s", f"it after {waited:.1f} s")
+    expect(sent < 64 * 1024 * 1024, did, "the server to stop reading from client a before "
+           "64 MiB", f"it read all {sent:,} bytes: it buffers without end")
     greedy.connection.close()
 
 
 TESTS = [
-    test_the_integration_suite_passes,
-    test_the_conformance_suite_passes,
-    test_one_thread_serves_500_clients,
-    test_a_client_stalled_mid_frame_does_not_block_the_others,
-    test_a_client_that_never_reads_does_not_stall_the_others,
+    (test_the_integration_suite_passes, "BRIEF.md, check 1 ('behaves exactly like')"),
+    (test_the_conformance_suite_passes, "BRIEF.md, check 2"),
+    (test_one_thread_serves_500_clients, "BRIEF.md, check 3"),
+    (test_a_client_stalled_mid_frame_does_not_block_the_others,
+     "BRIEF.md, 'Where does the state go?'"),
+    (test_a_client_that_never_reads_does_not_stall_the_others,
+     "BRIEF.md, 'Writing is the hard half'"),
 ]
