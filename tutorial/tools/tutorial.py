@@ -12,6 +12,7 @@ change forward, and prove it all.
     tutorial.py render [--check]     write the chapters from chapters/src and the steps
     tutorial.py clean                remove the step folders in build/ that nobody changed
     tutorial.py check                build and test every step, check the chapters (CI)
+    tutorial.py check --coursework-only   only the coursework: graders, solutions, handout
 
 The code exists once: steps/series names the steps in order, and
 steps/NAME.patch turns the step before into step NAME. See tutorial/README.md.
@@ -32,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 
 TUTORIAL = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROJECT = os.path.dirname(TUTORIAL)
@@ -47,10 +49,9 @@ MANIFEST = ".tutorial"
 MAX_STEP_LINES = 150
 LONG_STEP = 80
 MAX_CHAPTER_WORDS = 5000
-# The reference solutions of the coursework are written against the core
-# server: the end of the chapter "Trust nothing", before the chapters on the
-# real world add limits, timeouts and shutdown.
-COURSEWORK_STEP = "ignore-sigpipe"
+# The coursework: briefs, graders, and the reference solutions, written
+# against the top folder's server (what students start from).
+COURSEWORK = os.path.join(TUTORIAL, "coursework")
 
 
 # ==== The series ============================================================
@@ -832,32 +833,97 @@ def lay_every_step(scratch, tally):
     return folder
 
 
-def check_coursework(last_core, tally):
-    """Each grader must fail on the core server as it is, and pass with its
-    reference solution applied."""
-    graded = 0
-    for solution in sorted(glob.glob(os.path.join(TUTORIAL, "coursework", "*", "solution.patch"))):
-        project = os.path.basename(os.path.dirname(solution))
+def coursework_projects():
+    """The coursework projects: each folder of coursework/ with a tests.py."""
+    return sorted(os.path.basename(os.path.dirname(path))
+                  for path in glob.glob(os.path.join(COURSEWORK, "*", "tests.py")))
+
+
+def builds_on(project):
+    """The project a coursework project starts from (its BUILDS_ON), or None."""
+    with open(os.path.join(COURSEWORK, project, "tests.py")) as text:
+        found = re.search(r"^BUILDS_ON\s*=\s*[\"']([\w-]+)[\"']", text.read(), re.M)
+    return found.group(1) if found else None
+
+
+def run_grader(grade_py, project, folder):
+    """(exit status, last line) of grade.py PROJECT FOLDER; prints its output
+    if it has no score line."""
+    result = subprocess.run([sys.executable, grade_py, project, folder], capture_output=True,
+                            text=True, timeout=1800)
+    lines = result.stdout.strip().splitlines()
+    last = lines[-1] if lines else ""
+    if not last.startswith(f"{project}: "):
+        print(result.stdout + result.stderr)
+    return result.returncode, last
+
+
+def check_coursework(tally):
+    """On a copy of the top folder's server (what a student starts from, with
+    the solution of BUILDS_ON applied first), each grader must fail as it is
+    and pass with its reference solution applied. Returns the projects."""
+    grade_py = os.path.join(COURSEWORK, "grade.py")
+    projects = coursework_projects()
+    for project in projects:
+        solution = os.path.join(COURSEWORK, "solutions", f"{project}.patch")
+        if not tally.record(os.path.exists(solution), f"coursework {project} has no "
+                            f"solutions/{project}.patch"):
+            continue
+        start = time.monotonic()
         with tempfile.TemporaryDirectory() as folder:
             for name in SOURCES:
-                shutil.copy(os.path.join(last_core, name), folder)
-            grader = [sys.executable, os.path.join(TUTORIAL, "coursework", "grade.py"), project,
-                      folder]
-            before = subprocess.run(grader, capture_output=True, text=True, timeout=600)
-            tally.record(before.returncode != 0,
-                         f"coursework {project}: the grader passes the unmodified server")
+                shutil.copy(os.path.join(PROJECT, name), folder)
+            base = builds_on(project)
+            if base:
+                with open(os.path.join(COURSEWORK, "solutions", f"{base}.patch")) as text:
+                    apply_patch(text.read(), folder, f"coursework {base}'s solution")
+            status, before = run_grader(grade_py, project, folder)
+            tally.record(status != 0 and before.startswith(f"{project}: "),
+                         f"coursework {project}: the grader passes its starting point")
             with open(solution) as text:
                 apply_patch(text.read(), folder, f"coursework {project}'s solution")
-            after = subprocess.run(grader, capture_output=True, text=True, timeout=600)
-        if after.returncode != 0:
-            print(after.stdout + after.stderr)
-        tally.record(after.returncode == 0,
-                     f"coursework {project}: the grader fails the reference solution")
-        last = [line for line in before.stdout.splitlines() if "passed," in line]
-        print(f"coursework {project}: unmodified server: {last[-1] if last else '?'}; "
-              f"with the solution: {after.stdout.strip().splitlines()[-1]}")
-        graded += 1
-    return graded
+            status, after = run_grader(grade_py, project, folder)
+        tally.record(status == 0, f"coursework {project}: the grader fails the reference "
+                     f"solution")
+        print(f"coursework {project}: starting point: {before}; with the solution: {after} "
+              f"({time.monotonic() - start:.0f} s)")
+    check_handout(tally)
+    return projects
+
+
+def check_handout(tally):
+    """A handout holds no solution and no teacher's notes; its grader runs
+    there, and a hand-in packed there grades the same in the repository."""
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = os.path.join(scratch, "handout")
+        subprocess.run([sys.executable, os.path.join(COURSEWORK, "handout.py"), folder],
+                       check=True, capture_output=True)
+        leaked = [os.path.relpath(os.path.join(where, name), folder)
+                  for where, dirs, files in os.walk(folder) for name in dirs + files
+                  if name.endswith(".patch") or "solution" in name or name == "TEACHING.md"]
+        tally.record(not leaked, f"the handout holds teachers' files: {leaked}")
+        project = "subprotocol"
+        with open(os.path.join(COURSEWORK, "solutions", f"{project}.patch")) as text:
+            apply_patch(text.read(), folder, f"coursework {project}'s solution")
+        handin = subprocess.run(["make", "-s", "-C", "tutorial", "handin", f"PROJECT={project}"],
+                                cwd=folder, capture_output=True, text=True,
+                                env=dict(os.environ, PWD=folder))
+        tally.record(handin.returncode == 0, f"make handin in a handout: {handin.stderr}")
+        graded = subprocess.run(["make", "-s", "-C", "tutorial", "grade", f"PROJECT={project}",
+                                 f"HANDIN=handin-{project}.patch"], cwd=folder,
+                                capture_output=True, text=True,
+                                env=dict(os.environ, PWD=folder))
+        tally.record(graded.returncode == 0, f"a handout grades its own {project} hand-in:\n"
+                     f"{graded.stdout}{graded.stderr}")
+        print(f"coursework handout: {graded.stdout.strip().splitlines()[-1:]}")
+
+
+def check_coursework_only():
+    tally = Tally()
+    projects = check_coursework(tally)
+    print(f"{len(projects)} coursework graders checked")
+    print(f"total: {tally.passed} passed, {tally.failed} failed")
+    return 0 if tally.failed == 0 else 1
 
 
 def check():
@@ -879,8 +945,7 @@ def check():
         check_planted_bug(scratch, tally)
         check_folders_are_kept(scratch, tally)
         check_propagate(scratch, tally)
-        core = os.path.join(scratch, "steps", f"{find_step(COURSEWORK_STEP).number:02d}")
-        projects = check_coursework(core, tally)
+        projects = len(check_coursework(tally))
     print(f"{len(series())} steps, {len(rendered)} chapters, {tests} step tests, {blocks} "
           f"quoted blocks, {projects} coursework graders checked")
     print(f"total: {tally.passed} passed, {tally.failed} failed")
@@ -914,6 +979,8 @@ def main(argv):
         clean()
     elif command == "check" and len(argv) == 2:
         return check()
+    elif argv[1:] == ["check", "--coursework-only"]:
+        return check_coursework_only()
     else:
         print(__doc__)
         return 2
