@@ -880,8 +880,12 @@ def check_coursework(tally):
             status, before = run_grader(grade_py, project, folder)
             tally.record(status != 0 and before.startswith(f"{project}: "),
                          f"coursework {project}: the grader passes its starting point")
-            with open(solution) as text:
-                apply_patch(text.read(), folder, f"coursework {project}'s solution")
+            try:
+                with open(solution) as text:
+                    apply_patch(text.read(), folder, f"coursework {project}'s solution")
+            except SystemExit as why:  # say so, and go on to the next project
+                tally.record(False, str(why))
+                continue
             status, after = run_grader(grade_py, project, folder)
         tally.record(status == 0, f"coursework {project}: the grader fails the reference "
                      f"solution")
