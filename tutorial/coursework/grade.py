@@ -61,7 +61,6 @@ import test_steps  # noqa: E402  (the tutorial's small WebSocket client)
 # it is the top folder itself.
 START = os.path.join(HERE, "start")
 SOURCES = ["server.c", "ws.c", "ws.h", "notifier.c", "notifier.h"]
-SOLUTIONS = os.path.join(HERE, "solutions")
 STARTUP_SECONDS = 5
 HANDIN_HEADER = "# hand-in of coursework project"
 
@@ -226,17 +225,6 @@ def apply_patch(path, folder, what):
     if result.returncode != 0:
         sys.exit(f"{what} ({path}) does not apply to the server as it was handed out:\n"
                  f"{indent(result.stdout + result.stderr)}")
-
-
-def lay_starting_point(project, folder):
-    """Copies the server as handed out into folder and, for a project that
-    builds on another, applies that project's reference solution."""
-    for name in SOURCES:
-        shutil.copy(os.path.join(handed_out(), name), folder)
-    base = getattr(load_project(project), "BUILDS_ON", None)
-    if base:
-        apply_patch(os.path.join(SOLUTIONS, f"{base}.patch"), folder,
-                    f"the solution of '{base}', which '{project}' builds on")
 
 
 def where_typed(path):

@@ -92,7 +92,7 @@ def test_messages_from_two_senders_never_interleave(server):
     did = ("clients a and b each sent 30 text messages of 3,007 bytes at the same time, each "
            "in three fragments; a, b and c read")
     for who, received in zip("abc", results):
-        expect(len(received) == 60, did, f"each to receive all 60 messages within 20 s",
+        expect(len(received) == 60, did, "each to receive all 60 messages within 20 s",
                f"client {who} received {len(received)}")
         for opcode, payload in received:
             name, number = payload[:1].decode(errors="replace"), payload[2:4]
@@ -164,9 +164,9 @@ def test_a_message_over_the_limit_closes_its_sender_with_1009(server):
     except OSError:
         pass  # the server may close before it has read it all
     try:
-        fin, opcode, payload = a.read_frame()
+        _, opcode, payload = a.read_frame()
     except Exception as error:  # a timeout, the end of the connection
-        fin, opcode, payload = None, None, f"nothing ({error or 'timed out'})"
+        opcode, payload = None, f"nothing ({error or 'timed out'})"
     expect(opcode == 8 and payload[:2] == (1009).to_bytes(2, "big"), did,
            "a close frame with code 1009 (Message Too Big) for client a, and nothing before it",
            payload if opcode is None else f"a close frame with {show(payload)}" if opcode == 8
