@@ -909,17 +909,18 @@ def check_handout(tally):
         project = "subprotocol"
         with open(os.path.join(COURSEWORK, "solutions", f"{project}.patch")) as text:
             apply_patch(text.read(), folder, f"coursework {project}'s solution")
-        handin = subprocess.run(["make", "-s", "-C", "tutorial", "handin", f"PROJECT={project}"],
-                                cwd=folder, capture_output=True, text=True,
-                                env=dict(os.environ, PWD=folder))
+        make = ["make", "-s", "--no-print-directory", "-C", "tutorial"]
+        handin = subprocess.run(make + ["handin", f"PROJECT={project}"], cwd=folder,
+                                capture_output=True, text=True, env=dict(os.environ, PWD=folder))
         tally.record(handin.returncode == 0, f"make handin in a handout: {handin.stderr}")
-        graded = subprocess.run(["make", "-s", "-C", "tutorial", "grade", f"PROJECT={project}",
-                                 f"HANDIN=handin-{project}.patch"], cwd=folder,
+        graded = subprocess.run(make + ["grade", f"PROJECT={project}",
+                                        f"HANDIN=handin-{project}.patch"], cwd=folder,
                                 capture_output=True, text=True,
                                 env=dict(os.environ, PWD=folder))
         tally.record(graded.returncode == 0, f"a handout grades its own {project} hand-in:\n"
                      f"{graded.stdout}{graded.stderr}")
-        print(f"coursework handout: {graded.stdout.strip().splitlines()[-1:]}")
+        last = graded.stdout.strip().splitlines()[-1:]
+        print(f"coursework handout: a {project} hand-in graded there: {last[0] if last else '?'}")
 
 
 def check_coursework_only():
