@@ -7,7 +7,9 @@ Usage:
   grade.py PROJECT --handin FILE   grade a hand-in: FILE (a patch made by --pack)
                                    applied to a clean copy of the starting point
   grade.py PROJECT --pack [SOURCE] write SOURCE's change to the server as it was
-                                   handed out into SOURCE/handin-PROJECT.patch
+                                   handed out (every .c and .h file, new ones too,
+                                   and NOTES.md, your answers to what is marked by
+                                   hand) into SOURCE/handin-PROJECT.patch
 
 A relative SOURCE or FILE is read from the folder the command was typed in:
 "make -C tutorial grade" runs this in tutorial/, so the Makefile passes that
@@ -16,7 +18,7 @@ folder on in the environment as GRADE_FROM.
 The grader builds every .c file of SOURCE into one program, then runs each
 check of PROJECT/tests.py, prints what each did and, when one fails, what it
 expected, what came back and where the brief explains it; and ends with a
-score line, "broadcast: 3 of 5". It exits 0 only with full marks.
+score line, "broadcast: 4 of 6". It exits 0 only with full marks.
 
 What a project's tests.py may define (the contract between this runner and
 each project):
@@ -31,9 +33,10 @@ each project):
   LIBS = ["-lhiredis"]
       extra link flags, after the server's own (-lssl -lcrypto -lz).
   BUILDS_ON = "broadcast"
-      the project starts from another project's solution: its starting point
-      is the server as handed out with solutions/broadcast.patch applied. A
-      hand-in is still the whole change from the server as handed out.
+      the project starts from the student's own solution of another project
+      (the grader says so). A hand-in is still the whole change from the
+      server as handed out. The teachers' check proves such a grader against
+      the reference solution of that project, then of this one, applied in turn.
   fixture(binary)
       a contextlib.contextmanager: entered once for each check instead of
       starting one server, it yields what the check function receives.
@@ -238,6 +241,23 @@ def server_files(folder):
                   for path in glob.glob(os.path.join(folder, pattern)))
 
 
+# The student's answers to the points marked by hand travel with the code.
+NOTES = "NOTES.md"
+
+
+def handin_files(folder):
+    """What a hand-in carries from folder: the server's files, and the notes."""
+    notes = [NOTES] if os.path.exists(os.path.join(folder, NOTES)) else []
+    return server_files(folder) + notes
+
+
+def changes_files(path):
+    """Whether the patch at path changes any file (a hand-in of an unchanged
+    server has none: its header only)."""
+    with open(path) as text:
+        return any(line.startswith("+++ ") for line in text)
+
+
 def check_source(source, typed):
     if not os.path.isdir(source):
         sys.exit(f"no folder {source} (SOURCE={typed}, read from "
@@ -262,19 +282,24 @@ def pack(project, source):
                 sys.exit(f"{out} exists and was not made by this command: move it away first")
     lines = [f"{HANDIN_HEADER} {project}: the change to the server as handed out.\n",
              f"# Grade it with: make -C tutorial grade PROJECT={project} HANDIN=this-file\n"]
-    for name in sorted(set(server_files(START)) | set(server_files(source))):
+    names = sorted(set(handin_files(START)) | set(handin_files(source)))
+    for name in names:
         old, new = (read_lines(os.path.join(folder, name)) for folder in (START, source))
-        lines += difflib.unified_diff(old, new, "/dev/null" if old is None else f"a/{name}",
+        # A file that is new, or gone, is diffed against /dev/null: patch then
+        # makes it, or removes it.
+        lines += difflib.unified_diff(old or [], new or [],
+                                      "/dev/null" if old is None else f"a/{name}",
                                       "/dev/null" if new is None else f"b/{name}")
     changed = sum(1 for line in lines if line.startswith("+++ "))
     with open(out, "w") as text:
         text.writelines(lines)
     with tempfile.TemporaryDirectory() as folder:
-        for name in SOURCES:
+        for name in handin_files(START):
             shutil.copy(os.path.join(START, name), folder)
-        apply_patch(out, folder, "the hand-in just packed")
+        if changed:
+            apply_patch(out, folder, "the hand-in just packed")
         same = all(read_lines(os.path.join(folder, name)) == read_lines(os.path.join(source, name))
-                   for name in server_files(source))
+                   for name in names)
     if not same:
         sys.exit(f"{out} does not reproduce your files when applied: please report this")
     print(f"{out}: {changed} file(s) changed" + (" (none: nothing to hand in yet)"
@@ -328,7 +353,10 @@ def main(argv):
         with tempfile.TemporaryDirectory() as folder:
             for name in SOURCES:
                 shutil.copy(os.path.join(handed_out(), name), folder)
-            apply_patch(handin, folder, "the hand-in")
+            if changes_files(handin):
+                apply_patch(handin, folder, "the hand-in")
+            else:
+                print(f"{handin} changes nothing: grading the server as it was handed out")
             return grade(project, folder)
     if rest[:1] == ["--pack"] and len(rest) <= 2:
         source = where_typed(rest[1]) if len(rest) == 2 else TOP

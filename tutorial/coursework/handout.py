@@ -10,6 +10,7 @@ commands of the briefs work there unchanged:
 
   DIR/server.c ws.c ws.h notifier.c notifier.h   the server, to change
   DIR/Makefile maintainer.mk server.1 web/ tests/  its build and its own tests
+  DIR/deploy/ bench/                             nginx in front of it; its benchmark
   DIR/tutorial/Makefile                          make -C tutorial grade / handin
   DIR/tutorial/coursework/                       README, grade.py, each project's
                                                  BRIEF.md and tests.py, and start/:
@@ -27,9 +28,13 @@ TUTORIAL = os.path.dirname(HERE)
 TOP = os.path.dirname(TUTORIAL)
 SOURCES = ["server.c", "ws.c", "ws.h", "notifier.c", "notifier.h"]
 # Besides the sources: what the top folder's Makefile needs to build the
-# server and its tests (the event-loop grader runs the project's suites).
+# server and its tests (the event-loop grader runs the project's suites), and
+# what the briefs send students to: deploy/ (nginx in front of two servers,
+# make demo-nginx) and bench/ (make bench, to measure a design).
 BUILD_FILES = ["Makefile", "maintainer.mk", "server.1"]
-BUILD_FOLDERS = ["web", "tests"]
+BUILD_FOLDERS = ["web", "tests", "deploy", "bench"]
+# Never copied: build products, and what npm installs (make installs it again).
+NOT_COPIED = shutil.ignore_patterns("__pycache__", "*.o", "*_tests", "node", "loadgen")
 # What a handout must never hold.
 TEACHERS_ONLY = {"TEACHING.md", "handout.py", "handout.mk", "solutions", "start"}
 
@@ -53,8 +58,7 @@ def make_handout(folder):
     for name in SOURCES + BUILD_FILES:
         shutil.copy(os.path.join(TOP, name), folder)
     for name in BUILD_FOLDERS:
-        shutil.copytree(os.path.join(TOP, name), os.path.join(folder, name),
-                        ignore=shutil.ignore_patterns("__pycache__", "*.o", "*_tests"))
+        shutil.copytree(os.path.join(TOP, name), os.path.join(folder, name), ignore=NOT_COPIED)
     coursework = os.path.join(folder, "tutorial", "coursework")
     os.makedirs(coursework)
     for name in ["README.md", "grade.py"]:

@@ -896,8 +896,9 @@ def check_coursework(tally):
 
 
 def check_handout(tally):
-    """A handout holds no solution and no teacher's notes; its grader runs
-    there, and a hand-in packed there grades the same in the repository."""
+    """A handout holds no solution and no teacher's notes; a hand-in packed
+    there (new files and the student's notes included) grades the same there
+    and in the repository; an unchanged server's hand-in gets its score too."""
     with tempfile.TemporaryDirectory() as scratch:
         folder = os.path.join(scratch, "handout")
         subprocess.run([sys.executable, os.path.join(COURSEWORK, "handout.py"), folder],
@@ -906,21 +907,38 @@ def check_handout(tally):
                   for where, dirs, files in os.walk(folder) for name in dirs + files
                   if name.endswith(".patch") or "solution" in name or name == "TEACHING.md"]
         tally.record(not leaked, f"the handout holds teachers' files: {leaked}")
-        project = "subprotocol"
+        make = ["make", "-s", "--no-print-directory", "-C", "tutorial"]
+
+        def run(command, where):
+            return subprocess.run(command, cwd=where, capture_output=True, text=True,
+                                  env=dict(os.environ, PWD=where))
+
+        empty = run(make + ["handin", "PROJECT=subprotocol"], folder)
+        graded = run(make + ["grade", "PROJECT=subprotocol", "HANDIN=handin-subprotocol.patch"],
+                     folder)
+        tally.record(empty.returncode == 0 and "subprotocol: 2 of 7" in graded.stdout,
+                     f"an unchanged server's hand-in packs and grades to the starting score:\n"
+                     f"{empty.stdout}{empty.stderr}{graded.stdout}{graded.stderr}")
+        # event-loop's solution adds event_loop.c and event_loop.h.
+        project = "event-loop"
         with open(os.path.join(COURSEWORK, "solutions", f"{project}.patch")) as text:
             apply_patch(text.read(), folder, f"coursework {project}'s solution")
-        make = ["make", "-s", "--no-print-directory", "-C", "tutorial"]
-        handin = subprocess.run(make + ["handin", f"PROJECT={project}"], cwd=folder,
-                                capture_output=True, text=True, env=dict(os.environ, PWD=folder))
+        with open(os.path.join(folder, "NOTES.md"), "w") as notes:
+            notes.write("Answers to what is marked by hand.\n")
+        handin = run(make + ["handin", f"PROJECT={project}"], folder)
         tally.record(handin.returncode == 0, f"make handin in a handout: {handin.stderr}")
-        graded = subprocess.run(make + ["grade", f"PROJECT={project}",
-                                        f"HANDIN=handin-{project}.patch"], cwd=folder,
-                                capture_output=True, text=True,
-                                env=dict(os.environ, PWD=folder))
-        tally.record(graded.returncode == 0, f"a handout grades its own {project} hand-in:\n"
-                     f"{graded.stdout}{graded.stderr}")
-        last = graded.stdout.strip().splitlines()[-1:]
-        print(f"coursework handout: a {project} hand-in graded there: {last[0] if last else '?'}")
+        packed = os.path.join(folder, f"handin-{project}.patch")
+        with open(packed) as text:
+            carried = re.findall(r"^\+\+\+ b/(\S+)", text.read(), re.M)
+        tally.record({"event_loop.c", "event_loop.h", "NOTES.md"} <= set(carried),
+                     f"a hand-in carries new files and NOTES.md: it has {carried}")
+        for where, name in [(folder, "the handout"), (os.path.dirname(TUTORIAL), "the repository")]:
+            graded = run(make + ["grade", f"PROJECT={project}", f"HANDIN={packed}"], where)
+            tally.record(graded.returncode == 0, f"{name} grades a {project} hand-in:\n"
+                         f"{graded.stdout}{graded.stderr}")
+            last = graded.stdout.strip().splitlines()[-1:]
+            print(f"coursework handout: the {project} hand-in graded in {name}: "
+                  f"{last[0] if last else '?'}")
 
 
 def check_coursework_only():
