@@ -1,20 +1,31 @@
 """Grader checks for the event-loop project (see BRIEF.md). The server is
 started with --event-loop for every check; each says what it did, what it
 expected and what came back."""
+import glob
 import os
 import re
 import select
+import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 import time
 
-from test_steps import TIMEOUT, Client, expect, show
+from test_steps import TIMEOUT, Client, expect
 
 SERVER_OPTIONS = ["--event-loop"]
 # The folder with the project's Makefile and tests/ (the top folder).
 PROJECT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))))
+
+
+def shown(data, limit=60):
+    """Bytes or text as a short quoted string, each byte that cannot be
+    printed escaped once: 'Hello\\r\\n', '\\x8a\\xc3'."""
+    text = data.decode("latin-1") if isinstance(data, bytes) else str(data)
+    text = text.encode("unicode_escape").decode("ascii")
+    return f"'{text[:limit]}{'...' if len(text) > limit else ''}'"
 
 
 def threads_of(server):
@@ -31,8 +42,8 @@ def echoed(client, did, sent):
         got = None
         said = f"nothing within {TIMEOUT} s ({error or 'timed out'})"
     else:
-        said = f"opcode {got[0]}, {show(got[1])}"
-    expect(got == sent, did, f"the echo, opcode {sent[0]}, {show(sent[1])}", said)
+        said = f"opcode {got[0]}, {shown(got[1])}"
+    expect(got == sent, did, f"the echo, opcode {sent[0]}, {shown(sent[1])}", said)
 
 
 # The project's suites stop the server with SIGTERM and expect status 0;
@@ -46,19 +57,50 @@ wait $pid
 """
 
 
+def graded_folder():
+    """The folder whose C files are being graded. A check is handed only the
+    running server, so this reads the folder from grade.py's
+    grade(project, source), further up the call stack."""
+    frame = sys._getframe()
+    while frame is not None and not (frame.f_code.co_name == "grade"
+                                     and "source" in frame.f_locals):
+        frame = frame.f_back
+    expect(frame is not None, "looked for the folder being graded",
+           "grade.py's grade(project, source) to be running this check", "no such call")
+    return frame.f_locals["source"]
+
+
+def build_suite(scratch, program):
+    """Builds tests/program in scratch, a copy of the project's Makefile and
+    test sources with the graded server's .c and .h files: the suites link
+    ws.o, which must be the graded ws.c, and nothing is written into the
+    graded folder or the project's own."""
+    graded = graded_folder()
+    for name in glob.glob(os.path.join(graded, "*.[ch]")):
+        shutil.copy(name, scratch)
+    for name in ["Makefile", "maintainer.mk"]:
+        shutil.copy(os.path.join(PROJECT, name), scratch)
+    os.mkdir(os.path.join(scratch, "tests"))
+    for name in glob.glob(os.path.join(PROJECT, "tests", "*.[ch]")):
+        shutil.copy(name, os.path.join(scratch, "tests"))
+    built = subprocess.run(["make", "-s", "-C", scratch, f"tests/{program}"],
+                           capture_output=True, text=True)
+    expect(built.returncode == 0, f"built tests/{program} in a scratch folder, from the .c and "
+           f".h files of {graded} with the Makefile and tests/ of {PROJECT}", "it to build",
+           (built.stdout + built.stderr)[-800:])
+
+
 def run_project_suite(server, program):
-    """Runs one of the project's Check suites against this binary in
-    --event-loop mode, through a small wrapper script."""
-    built = subprocess.run(["make", "-s", "-C", PROJECT, "test-programs"], capture_output=True,
-                           text=True)
-    expect(built.returncode == 0, f"built the project's suites (make -C {PROJECT} test-programs)",
-           "them to build", (built.stdout + built.stderr)[-800:])
+    """Builds one of the project's Check suites with the graded ws.c, in a
+    scratch folder, and runs it against this binary in --event-loop mode,
+    through a small wrapper script."""
     with tempfile.TemporaryDirectory() as scratch:
+        build_suite(scratch, program)
         wrapper = os.path.join(scratch, "event-loop-server.sh")
         with open(wrapper, "w") as script:
             script.write(WRAPPER.format(server=server.process.args[0]))
         os.chmod(wrapper, stat.S_IRWXU)
-        result = subprocess.run([os.path.join(PROJECT, "tests", program)], cwd=PROJECT,
+        result = subprocess.run([os.path.join(scratch, "tests", program)], cwd=scratch,
                                 env=dict(os.environ, SERVER=wrapper), capture_output=True,
                                 text=True, timeout=600)
     summary = re.search(r"Checks: \d+, Failures: \d+, Errors: \d+", result.stdout)
@@ -131,12 +173,18 @@ def test_a_client_that_never_reads_does_not_stall_the_others(server):
     greedy.connection.close()
 
 
+# Each hint names the check in BRIEF.md's "What the grader checks", and the
+# part of "Things to think about" that helps most.
 TESTS = [
-    (test_the_integration_suite_passes, "BRIEF.md, check 1 ('behaves exactly like')"),
-    (test_the_conformance_suite_passes, "BRIEF.md, check 2"),
-    (test_one_thread_serves_500_clients, "BRIEF.md, check 3"),
+    (test_the_integration_suite_passes,
+     "BRIEF.md, check 1 of 'What the grader checks', and 'What can you reuse?'"),
+    (test_the_conformance_suite_passes,
+     "BRIEF.md, check 2 of 'What the grader checks', and 'What can you reuse?'"),
+    (test_one_thread_serves_500_clients,
+     "BRIEF.md, check 3 of 'What the grader checks', and 'Where does the state go?'"),
     (test_a_client_stalled_mid_frame_does_not_block_the_others,
-     "BRIEF.md, 'Where does the state go?'"),
+     "BRIEF.md, check 4 of 'What the grader checks', 'Where does the state go?' and "
+     "'Never block'"),
     (test_a_client_that_never_reads_does_not_stall_the_others,
-     "BRIEF.md, 'Writing is the hard half'"),
+     "BRIEF.md, check 5 of 'What the grader checks', and 'Writing is the hard half'"),
 ]

@@ -4,12 +4,25 @@ import asyncio
 import json
 import os
 
-from test_steps import TIMEOUT, Client, close_frame, expect, show
+from test_steps import TIMEOUT, Client, close_frame, expect
 
 PROTOCOL_LINE = b"\r\nSec-WebSocket-Protocol: json\r\n"
 
 
 OFFER = "Sec-WebSocket-Protocol: json\r\n"
+
+
+def shown(data, limit=60):
+    """Bytes or text as a short quoted string, each byte that cannot be
+    printed escaped once: 'chat, json\\r\\n', '\\x8a\\xc3'."""
+    text = data.decode("latin-1") if isinstance(data, bytes) else str(data)
+    text = text.encode("unicode_escape").decode("ascii")
+    return f"'{text[:limit]}{'...' if len(text) > limit else ''}'"
+
+
+def compact(value):
+    """A JSON value as the brief writes it: {"type":"text","length":5}."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def describe(client, did, expected):
@@ -19,11 +32,11 @@ def describe(client, did, expected):
         opcode, payload = client.read_message()
     except Exception as error:  # a timeout, the end of the connection
         expect(False, did, expected, f"no answer within {TIMEOUT} s ({error or 'timed out'})")
-    expect(opcode == 1, did, expected, f"a message with opcode {opcode}: {show(payload)}")
+    expect(opcode == 1, did, expected, f"a message with opcode {opcode}: {shown(payload)}")
     try:
         return json.loads(payload)
     except ValueError:
-        expect(False, did, expected, f"{show(payload)}, which is not JSON")
+        expect(False, did, expected, f"{shown(payload)}, which is not JSON")
 
 
 def agreed(response):
@@ -40,7 +53,7 @@ def echo(client, did):
     except Exception as error:  # a timeout, the end of the connection
         got = f"nothing within {TIMEOUT} s ({error or 'timed out'})"
     expect(got == (1, b"hello"), did + "; then sent text 'hello'", "the echo, text 'hello'",
-           got if isinstance(got, str) else f"opcode {got[0]}, {show(got[1])}")
+           got if isinstance(got, str) else f"opcode {got[0]}, {shown(got[1])}")
 
 
 def test_json_is_agreed_when_offered(server):
@@ -54,13 +67,13 @@ def test_json_describes_each_message(server):
     did = "agreed on json; sent text 'hello'"
     client.send_frame(1, b"hello")
     want = {"type": "text", "length": 5}
-    got = describe(client, did, json.dumps(want))
-    expect(got == want, did, json.dumps(want), json.dumps(got))
+    got = describe(client, did, compact(want))
+    expect(got == want, did, compact(want), compact(got))
     did = "agreed on json; sent binary 00 01 02"
     client.send_frame(2, b"\x00\x01\x02")
     want = {"type": "binary", "length": 3}
-    got = describe(client, did, json.dumps(want))
-    expect(got == want, did, json.dumps(want), json.dumps(got))
+    got = describe(client, did, compact(want))
+    expect(got == want, did, compact(want), compact(got))
 
 
 def test_json_describes_a_message_larger_than_the_buffer_once(server):
@@ -71,9 +84,9 @@ def test_json_describes_a_message_larger_than_the_buffer_once(server):
     did = ("agreed on json; sent a binary message of 100,000 bytes, then text 'frag' + "
            "'ment' in two fragments")
     for want in ({"type": "binary", "length": 100000}, {"type": "text", "length": 8}):
-        got = describe(client, did, f"one description each, first {json.dumps(want)}")
-        expect(got == want, did, f"one description of each whole message: {json.dumps(want)}",
-               json.dumps(got))
+        got = describe(client, did, f"one description each, first {compact(want)}")
+        expect(got == want, did, f"one description of each whole message: {compact(want)}",
+               compact(got))
     client.send_frame(8, close_frame(1000))
     client.expect_close(1000)
 
@@ -82,7 +95,7 @@ def test_json_is_found_in_a_list_and_across_header_lines(server):
     for offer in ("Sec-WebSocket-Protocol: chat, json\r\n",
                   "Sec-WebSocket-Protocol: chat\r\nSec-WebSocket-Protocol: json\r\n"):
         client = Client(server, offer)
-        expect(PROTOCOL_LINE in client.response, f"offered {show(offer)}",
+        expect(PROTOCOL_LINE in client.response, f"offered {shown(offer)}",
                "a 101 with 'Sec-WebSocket-Protocol: json'", agreed(client.response))
 
 
@@ -119,18 +132,27 @@ def test_python_websockets_agrees_on_json(server):
         got = asyncio.run(exchange())
     except Exception as error:  # websockets refused the handshake, a timeout
         got = f"{type(error).__name__}: {error}"
-    expect(got == want, did, f"subprotocol 'json', then {json.dumps(want)}",
-           got if isinstance(got, str) else json.dumps(got))
+    expect(got == want, did, f"subprotocol 'json', then {compact(want)}",
+           got if isinstance(got, str) else compact(got))
 
 
+# Each hint names the check in BRIEF.md's "What the grader checks", and the
+# part of the brief that helps most.
 TESTS = [
-    (test_json_is_agreed_when_offered, "BRIEF.md, check 1 (RFC 6455 §4.2.2)"),
-    (test_json_describes_each_message, "BRIEF.md, the description format"),
+    (test_json_is_agreed_when_offered,
+     "BRIEF.md, check 1 of 'What the grader checks' (RFC 6455 §4.2.2), and 'Who decides?'"),
+    (test_json_describes_each_message,
+     "BRIEF.md, check 2 of 'What the grader checks', and the descriptions at the top of "
+     "'Project 2: Subprotocol negotiation'"),
     (test_json_describes_a_message_larger_than_the_buffer_once,
-     "BRIEF.md, 'length is the size of the whole message'"),
-    (test_json_is_found_in_a_list_and_across_header_lines, "BRIEF.md, 'Lists'"),
+     "BRIEF.md, check 3 of 'What the grader checks', and what `length` is at the top of "
+     "'Project 2: Subprotocol negotiation'"),
+    (test_json_is_found_in_a_list_and_across_header_lines,
+     "BRIEF.md, check 4 of 'What the grader checks', and 'Lists'"),
     (test_an_unknown_subprotocol_is_not_agreed_and_messages_echo,
-     "BRIEF.md, check 5 and 'Whose preference?'"),
-    (test_without_a_subprotocol_messages_echo, "BRIEF.md, check 6"),
-    (test_python_websockets_agrees_on_json, "BRIEF.md, check 7"),
+     "BRIEF.md, check 5 of 'What the grader checks' (RFC 6455 §4.2.2), and 'Who decides?'"),
+    (test_without_a_subprotocol_messages_echo,
+     "BRIEF.md, check 6 of 'What the grader checks'"),
+    (test_python_websockets_agrees_on_json,
+     "BRIEF.md, check 7 of 'What the grader checks'"),
 ]
