@@ -40,6 +40,12 @@ each project):
   fixture(binary)
       a contextlib.contextmanager: entered once for each check instead of
       starting one server, it yields what the check function receives.
+
+And what the grader sets in tests.py before the checks run:
+
+  GRADED_SOURCE
+      the folder whose C files are being graded (a temporary copy for a
+      hand-in), for a check that builds more than the server from them.
 """
 import contextlib
 import difflib
@@ -335,6 +341,7 @@ def grade(project, source):
         if said:
             print(("the compiler said:\n" if built else "the server does not build:\n")
                   + indent(said, 4000))
+        module.GRADED_SOURCE = source
         passed = run_checks(module, project, binary)[0] if built else 0
     print(f"{project}: {passed} of {total}" + ("" if built else " (the server does not build)"))
     return 0 if passed == total else 1
