@@ -143,6 +143,16 @@ def one_server(binary, options):
 
 # ==== Building ============================================================
 
+def run_program(command, **options):
+    """subprocess.run(command), or an exit that says what to install when the
+    program itself is missing (cc, patch)."""
+    try:
+        return subprocess.run(command, **options)
+    except FileNotFoundError:
+        sys.exit(f"there is no '{command[0]}' program here: install it (on Debian or Ubuntu, "
+                 f"apt-get install build-essential patch)")
+
+
 def server_libraries():
     """The link flags of the server's libraries, from pkg-config."""
     try:
@@ -160,7 +170,7 @@ def build(source, binary, extra_libs):
     sources = sorted(glob.glob(os.path.join(source, "*.c")))
     command = (["cc", "-std=c11", "-Wall", "-Wextra", "-Wpedantic", "-pthread", "-O2", "-g",
                 "-o", binary] + sources + server_libraries() + list(extra_libs))
-    result = subprocess.run(command, capture_output=True, text=True)
+    result = run_program(command, capture_output=True, text=True)
     return result.returncode == 0, result.stderr
 
 
@@ -228,12 +238,13 @@ def handed_out():
 
 def apply_patch(path, folder, what):
     """Applies the patch at path to folder; exits saying why if it does not."""
-    with open(path) as text:
-        result = subprocess.run(["patch", "-p1", "-N", "--no-backup-if-mismatch", "-s", "-d",
-                                 folder], stdin=text, capture_output=True, text=True)
+    with open(path, "rb") as text:
+        result = run_program(["patch", "-p1", "-N", "--no-backup-if-mismatch", "-s", "-d",
+                              folder], stdin=text, capture_output=True)
+    said = (result.stdout + result.stderr).decode(errors="replace")
     if result.returncode != 0:
         sys.exit(f"{what} ({path}) does not apply to the server as it was handed out:\n"
-                 f"{indent(result.stdout + result.stderr)}")
+                 f"{indent(said)}")
 
 
 def where_typed(path):
@@ -260,7 +271,7 @@ def handin_files(folder):
 def changes_files(path):
     """Whether the patch at path changes any file (a hand-in of an unchanged
     server has none: its header only)."""
-    with open(path) as text:
+    with open(path, errors="surrogateescape") as text:
         return any(line.startswith("+++ ") for line in text)
 
 
@@ -283,7 +294,7 @@ def pack(project, source):
                  "which keeps the server as it was handed out to compare with")
     out = os.path.join(source, f"handin-{project}.patch")
     if os.path.exists(out):
-        with open(out) as text:
+        with open(out, errors="surrogateescape") as text:
             if not text.readline().startswith(HANDIN_HEADER):
                 sys.exit(f"{out} exists and was not made by this command: move it away first")
     lines = [f"{HANDIN_HEADER} {project}: the change to the server as handed out.\n",
@@ -297,17 +308,22 @@ def pack(project, source):
                                       "/dev/null" if old is None else f"a/{name}",
                                       "/dev/null" if new is None else f"b/{name}")
     changed = sum(1 for line in lines if line.startswith("+++ "))
-    with open(out, "w") as text:
-        text.writelines(lines)
+    # Proved on a copy of the starting point first: only a hand-in that
+    # reproduces the student's files takes the place of the last one.
     with tempfile.TemporaryDirectory() as folder:
+        packed = os.path.join(folder, "handin.patch")
+        with open(packed, "w", errors="surrogateescape") as text:
+            text.writelines(lines)
+        copy = os.path.join(folder, "start")
+        os.mkdir(copy)
         for name in handin_files(START):
-            shutil.copy(os.path.join(START, name), folder)
+            shutil.copy(os.path.join(START, name), copy)
         if changed:
-            apply_patch(out, folder, "the hand-in just packed")
-        same = all(read_lines(os.path.join(folder, name)) == read_lines(os.path.join(source, name))
-                   for name in names)
-    if not same:
-        sys.exit(f"{out} does not reproduce your files when applied: please report this")
+            apply_patch(packed, copy, "the hand-in just packed")
+        if not all(read_lines(os.path.join(copy, name)) == read_lines(os.path.join(source, name))
+                   for name in names):
+            sys.exit("the hand-in does not reproduce your files when applied: please report this")
+        shutil.copy(packed, out)
     print(f"{out}: {changed} file(s) changed" + (" (none: nothing to hand in yet)"
                                                  if not changed else ""))
     print(f"check it as your teacher will: make -C tutorial grade PROJECT={project} "
@@ -319,7 +335,9 @@ def read_lines(path):
     """The lines of path, each ending in a newline, or None if there is no such file."""
     if not os.path.exists(path):
         return None
-    with open(path) as text:
+    # surrogateescape: bytes that are not UTF-8 (a comment in Latin-1) pass
+    # through unchanged instead of stopping the packer.
+    with open(path, errors="surrogateescape") as text:
         lines = text.readlines()
     if lines and not lines[-1].endswith("\n"):
         lines[-1] += "\n"

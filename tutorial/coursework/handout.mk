@@ -15,11 +15,11 @@ PYTHON ?= $(firstword $(wildcard /usr/bin/python3) python3)
 grade: ## grade PROJECT from SOURCE (default: the top folder) or a HANDIN patch
 	@test -n "$(PROJECT)" || { echo "usage: make grade PROJECT=broadcast [SOURCE=..|HANDIN=file]"; exit 2; }
 	@GRADE_FROM="$(PWD)" $(PYTHON) coursework/grade.py $(PROJECT) \
-		$(if $(HANDIN),--handin "$(HANDIN)",$(SOURCE))
+		$(if $(HANDIN),--handin "$(HANDIN)",$(if $(SOURCE),"$(SOURCE)"))
 
 handin: ## pack your change to the server as handin-PROJECT.patch in the top folder
 	@test -n "$(PROJECT)" || { echo "usage: make handin PROJECT=broadcast"; exit 2; }
-	@GRADE_FROM="$(PWD)" $(PYTHON) coursework/grade.py $(PROJECT) --pack $(SOURCE)
+	@GRADE_FROM="$(PWD)" $(PYTHON) coursework/grade.py $(PROJECT) --pack $(if $(SOURCE),"$(SOURCE)")
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | \

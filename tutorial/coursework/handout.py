@@ -21,6 +21,7 @@ import glob
 import os
 import shutil
 import stat
+import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -35,8 +36,6 @@ BUILD_FILES = ["Makefile", "maintainer.mk", "server.1"]
 BUILD_FOLDERS = ["web", "tests", "deploy", "bench"]
 # Never copied: build products, and what npm installs (make installs it again).
 NOT_COPIED = shutil.ignore_patterns("__pycache__", "*.o", "*_tests", "node", "loadgen")
-# What a handout must never hold.
-TEACHERS_ONLY = {"TEACHING.md", "handout.py", "handout.mk", "solutions", "start"}
 
 
 def is_solution(name):
@@ -50,6 +49,31 @@ def copy_project(project, into):
     shutil.copytree(os.path.join(HERE, project), os.path.join(into, project), ignore=ignore)
 
 
+def tracked_files(top):
+    """The files git tracks under top, or None when top is not a git work tree
+    (a copy from a tarball): then the folders are copied as they are. Only
+    what the repository holds goes out, never a build product or a file a
+    teacher left lying about (a solution being tried, say)."""
+    try:
+        listed = subprocess.run(["git", "-C", top, "ls-files", "-z"], capture_output=True)
+    except FileNotFoundError:
+        return None
+    if listed.returncode != 0:
+        return None
+    return set(listed.stdout.decode().split("\0")) - {""}
+
+
+def copy_folder(name, into, tracked):
+    """Copies TOP/name into into/name: only its tracked files when there is a
+    git repository, else everything but build products."""
+    if tracked is None:
+        shutil.copytree(os.path.join(TOP, name), os.path.join(into, name), ignore=NOT_COPIED)
+        return
+    for path in sorted(p for p in tracked if p.startswith(name + "/")):
+        os.makedirs(os.path.join(into, os.path.dirname(path)), exist_ok=True)
+        shutil.copy(os.path.join(TOP, path), os.path.join(into, path))
+
+
 def make_handout(folder):
     if os.path.exists(folder) and (not os.path.isdir(folder) or os.listdir(folder)):
         sys.exit(f"{folder} exists and is not empty: a handout goes into a new or empty folder "
@@ -57,8 +81,9 @@ def make_handout(folder):
     os.makedirs(folder, exist_ok=True)
     for name in SOURCES + BUILD_FILES:
         shutil.copy(os.path.join(TOP, name), folder)
+    tracked = tracked_files(TOP)
     for name in BUILD_FOLDERS:
-        shutil.copytree(os.path.join(TOP, name), os.path.join(folder, name), ignore=NOT_COPIED)
+        copy_folder(name, folder, tracked)
     coursework = os.path.join(folder, "tutorial", "coursework")
     os.makedirs(coursework)
     for name in ["README.md", "grade.py"]:

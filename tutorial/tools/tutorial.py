@@ -905,7 +905,8 @@ def check_handout(tally):
                        check=True, capture_output=True)
         leaked = [os.path.relpath(os.path.join(where, name), folder)
                   for where, dirs, files in os.walk(folder) for name in dirs + files
-                  if name.endswith(".patch") or "solution" in name or name == "TEACHING.md"]
+                  if name.endswith(".patch") or "solution" in name
+                  or name in ("TEACHING.md", "handout.py", "handout.mk")]
         tally.record(not leaked, f"the handout holds teachers' files: {leaked}")
         make = ["make", "-s", "--no-print-directory", "-C", "tutorial"]
 
