@@ -23,8 +23,9 @@ BUILDS_ON = "broadcast"
 
 WAIT = 5  # seconds a message may take to reach every client of the room
 STARTUP_SECONDS = 5  # for Redis, each server and nginx to start listening
-JOIN_DELAY = 0.3  # for a server's threads to put new clients in the room
+JOIN_DELAY = 0.5  # for a server's threads to put new clients in the room, on a busy machine too
 ORDERED_MESSAGES = 100  # sent by each of two clients in the order check
+ORDER_SECONDS = 3 * WAIT  # for the whole order check: sending and receiving them all
 
 
 # ==== The processes: Redis, two servers, nginx ===============================
@@ -66,21 +67,31 @@ class Process:
         """Returns once the program accepts connections on port; fails,
         showing what it said, if it exits or takes too long."""
         deadline = time.monotonic() + STARTUP_SECONDS
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                break
+        answered = False
+        while time.monotonic() < deadline and self.process.poll() is None:
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                return
             except OSError:
                 time.sleep(0.05)
+                continue
+            # free_port() let the port go before our program took it: another
+            # process may have taken it since, and answered for ours, which then
+            # could not listen and exited.
+            answered = True
+            if self.process.poll() is None:
+                return
         status = self.process.poll()
         said = self.said()
         command = " ".join([os.path.basename(self.arguments[0])] + self.arguments[1:])
+        if status is None:
+            what = "no listener"
+        elif answered:
+            what = f"exit status {status}, while another program answered on that port"
+        else:
+            what = f"exit status {status}"
         expect(False, f"started {self.name}: {command}",
                f"it to listen on 127.0.0.1:{port} within {STARTUP_SECONDS} s",
-               (f"exit status {status}" if status is not None else "no listener")
-               + (f"; it said: {said}" if said else "; it said nothing"))
+               what + (f"; it said: {said}" if said else "; it said nothing"))
 
     def stop(self, how=signal.SIGTERM):
         """Stops the program by its pid: with how, then for good after 3 s."""
@@ -185,10 +196,14 @@ class Room:
                              "-e", os.path.join(self.folder, "nginx-error.log")], self.nginx.port)
 
     def stop_all(self):
-        for client in self.clients:
-            client.close()
-        for process in reversed(self.processes):
-            process.stop()
+        """Closes every client, then stops every process by its pid, the last
+        started first. Each on its own: one that fails (ExitStack raises its
+        error at the end) does not leave the others running."""
+        with contextlib.ExitStack() as stack:
+            for process in self.processes:  # ExitStack calls them last first
+                stack.callback(process.stop)
+            for client in self.clients:
+                stack.callback(client.close)
 
 
 @contextlib.contextmanager
@@ -325,20 +340,37 @@ def test_clients_through_nginx_share_one_room(room):
     say(y, everyone, 1, b"hello from y, on server 2")
 
 
-def read_many(member, count, into, deadline):
+def read_many(member, count, into, stopped, deadline):
     """Reads up to count messages into the list into (run in a thread), until
-    deadline, or until none has come for WAIT seconds."""
+    deadline, or until none has come for WAIT seconds; if it stops short, it
+    appends to the list stopped why, saying which of the two limits ran out."""
     while len(into) < count:
-        got, _ = next_message(member, min(deadline, time.monotonic() + WAIT))
+        quiet_until = time.monotonic() + WAIT
+        got, why = next_message(member, min(deadline, quiet_until))
         if got is None:
+            if why != "nothing":
+                stopped.append(f"then {why}")
+            elif quiet_until < deadline:
+                stopped.append(f"none more for {WAIT} s")
+            else:
+                stopped.append(f"none more before the check's {ORDER_SECONDS} s ran out")
             return
         into.append(got)
 
 
 def sent_in_order(received, sender):
     """None if sender's messages in received are numbered 0, 1, 2, ...;
-    else a phrase saying where the order broke."""
-    numbers = [int(body.split(b" ")[1]) for _, body in received if body.startswith(sender + b" ")]
+    else a phrase saying where the order broke, or which message was not
+    one that was sent."""
+    numbers = []
+    for message in received:
+        body = message[1]
+        if not body.startswith(sender + b" "):
+            continue
+        try:
+            numbers.append(int(body.split(b" ")[1]))
+        except ValueError:  # no number where every message sent has one: it was changed
+            return f"{describe(message)}, which {sender.decode()} never sent"
     for i, number in enumerate(numbers):
         if number != i:
             return (f"{sender.decode()}'s message {number} where its message {i} belonged"
@@ -356,10 +388,11 @@ def test_messages_from_one_client_arrive_in_the_order_sent(room):
     c, d = join(room, room.servers[1], "cd")
     everyone = [a, b, c, d]
     total = 2 * ORDERED_MESSAGES
-    deadline = time.monotonic() + 3 * WAIT
+    deadline = time.monotonic() + ORDER_SECONDS
     received = [[] for _ in everyone]
-    readers = [threading.Thread(target=read_many, args=(m, total, r, deadline), daemon=True)
-               for m, r in zip(everyone, received)]
+    stopped = [[] for _ in everyone]  # why each reader stopped short, if it did
+    readers = [threading.Thread(target=read_many, args=(m, total, r, s, deadline), daemon=True)
+               for m, r, s in zip(everyone, received, stopped)]
     for reader in readers:
         reader.start()
 
@@ -372,8 +405,8 @@ def test_messages_from_one_client_arrive_in_the_order_sent(room):
         except OSError as error:
             failed_sends.append(f"{member.name} could not send message {i}: {error!r}")
 
-    senders = [threading.Thread(target=send_numbered, args=(a, b"a")),
-               threading.Thread(target=send_numbered, args=(c, b"c"))]
+    senders = [threading.Thread(target=send_numbered, args=(a, b"a"), daemon=True),
+               threading.Thread(target=send_numbered, args=(c, b"c"), daemon=True)]
     for thread in senders:
         thread.start()
     for thread in senders + readers:
@@ -381,10 +414,10 @@ def test_messages_from_one_client_arrive_in_the_order_sent(room):
     did = (f"a on server 1 and c on server 2 each sent {ORDERED_MESSAGES} numbered messages at "
            f"the same time")
     expect(not failed_sends, did, "the servers to take them all", "; ".join(failed_sends))
-    for member, got in zip(everyone, received):
+    for member, got, why in zip(everyone, received, stopped):
+        why = why[0] if why else f"still reading when the check's {ORDER_SECONDS} s ran out"
         expect(len(got) == total, did, f"{member.name} to receive all {total} of them",
-               f"{len(got)} (none more for {WAIT} s)"
-               + (f", the last {describe(got[-1])}" if got else ""))
+               f"{len(got)} ({why})" + (f", the last {describe(got[-1])}" if got else ""))
         for sender in (b"a", b"c"):
             broken = sent_in_order(got, sender)
             expect(broken is None, did,
