@@ -60,10 +60,11 @@ def expect(ok, did, expected, got):
 
 
 def show(data, limit=60):
-    """Bytes or text as a short, printable, quoted string."""
+    """Bytes or text as a short, quoted string in which what cannot be printed
+    is escaped once, as Python writes it: 'Upgrade: websocket\\r\\n', '\\x00'."""
     text = data.decode("latin-1") if isinstance(data, bytes) else str(data)
-    text = text.encode("unicode_escape").decode("ascii")
-    return repr(text[:limit] + ("..." if len(text) > limit else ""))
+    text = text[:limit] + ("..." if len(text) > limit else "")
+    return "'" + text.encode("unicode_escape").decode("ascii").replace("'", "\\'") + "'"
 
 
 # ==== The server under test =================================================
