@@ -4,20 +4,12 @@ import socket
 import threading
 import time
 
-from test_steps import TIMEOUT, Client, close_frame, expect
+from test_steps import TIMEOUT, Client, close_frame, expect, show
 
 # Every check starts the server with a limit on messages, for check 6.
 MAX_MESSAGE = 1000000
 SERVER_OPTIONS = ["--max-message", str(MAX_MESSAGE)]
 JOIN_DELAY = 0.3  # time for the server's threads to put new clients in the room
-
-
-def shown(data, limit=60):
-    """Bytes or text as a short quoted string, each byte that cannot be
-    printed escaped once: 'Hello\\r\\n', '\\x8a\\xc3'."""
-    text = data.decode("latin-1") if isinstance(data, bytes) else str(data)
-    text = text.encode("unicode_escape").decode("ascii")
-    return f"'{text[:limit]}{'...' if len(text) > limit else ''}'"
 
 
 def described(message):
@@ -27,14 +19,14 @@ def described(message):
         return f"nothing ({message})"
     opcode, payload = message
     kind = {1: "text", 2: "binary"}.get(opcode, f"opcode {opcode}")
-    return f"{kind} {shown(payload)} ({len(payload):,} bytes)"
+    return f"{kind} {show(payload)} ({len(payload):,} bytes)"
 
 
 def closing(payload):
     """A close frame's payload as its code and reason."""
     if len(payload) < 2:
         return "no code"
-    return f"code {int.from_bytes(payload[:2], 'big')}, reason {shown(payload[2:])}"
+    return f"code {int.from_bytes(payload[:2], 'big')}, reason {show(payload[2:])}"
 
 
 # Why a client read no (more) messages: receive() waits TIMEOUT s for each.

@@ -11,20 +11,12 @@ import subprocess
 import tempfile
 import time
 
-from test_steps import TIMEOUT, Client, expect
+from test_steps import TIMEOUT, Client, expect, show
 
 SERVER_OPTIONS = ["--event-loop"]
 # The folder with the project's Makefile and tests/ (the top folder).
 PROJECT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))))
-
-
-def shown(data, limit=60):
-    """Bytes or text as a short quoted string, each byte that cannot be
-    printed escaped once: 'Hello\\r\\n', '\\x8a\\xc3'."""
-    text = data.decode("latin-1") if isinstance(data, bytes) else str(data)
-    text = text.encode("unicode_escape").decode("ascii")
-    return f"'{text[:limit]}{'...' if len(text) > limit else ''}'"
 
 
 def threads_of(server):
@@ -41,8 +33,8 @@ def echoed(client, did, sent):
         got = None
         said = f"nothing within {TIMEOUT} s ({error or 'timed out'})"
     else:
-        said = f"opcode {got[0]}, {shown(got[1])}"
-    expect(got == sent, did, f"the echo, opcode {sent[0]}, {shown(sent[1])}", said)
+        said = f"opcode {got[0]}, {show(got[1])}"
+    expect(got == sent, did, f"the echo, opcode {sent[0]}, {show(sent[1])}", said)
 
 
 # The project's suites stop the server with SIGTERM and expect status 0;

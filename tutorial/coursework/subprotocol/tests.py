@@ -4,20 +4,12 @@ import asyncio
 import json
 import os
 
-from test_steps import TIMEOUT, Client, close_frame, expect
+from test_steps import TIMEOUT, Client, close_frame, expect, show
 
 PROTOCOL_LINE = b"\r\nSec-WebSocket-Protocol: json\r\n"
 
 
 OFFER = "Sec-WebSocket-Protocol: json\r\n"
-
-
-def shown(data, limit=60):
-    """Bytes or text as a short quoted string, each byte that cannot be
-    printed escaped once: 'chat, json\\r\\n', '\\x8a\\xc3'."""
-    text = data.decode("latin-1") if isinstance(data, bytes) else str(data)
-    text = text.encode("unicode_escape").decode("ascii")
-    return f"'{text[:limit]}{'...' if len(text) > limit else ''}'"
 
 
 def compact(value):
@@ -32,11 +24,11 @@ def describe(client, did, expected):
         opcode, payload = client.read_message()
     except Exception as error:  # a timeout, the end of the connection
         expect(False, did, expected, f"no answer within {TIMEOUT} s ({error or 'timed out'})")
-    expect(opcode == 1, did, expected, f"a message with opcode {opcode}: {shown(payload)}")
+    expect(opcode == 1, did, expected, f"a message with opcode {opcode}: {show(payload)}")
     try:
         return json.loads(payload)
     except ValueError:
-        expect(False, did, expected, f"{shown(payload)}, which is not JSON")
+        expect(False, did, expected, f"{show(payload)}, which is not JSON")
 
 
 def agreed(response):
@@ -53,7 +45,7 @@ def echo(client, did):
     except Exception as error:  # a timeout, the end of the connection
         got = f"nothing within {TIMEOUT} s ({error or 'timed out'})"
     expect(got == (1, b"hello"), did + "; then sent text 'hello'", "the echo, text 'hello'",
-           got if isinstance(got, str) else f"opcode {got[0]}, {shown(got[1])}")
+           got if isinstance(got, str) else f"opcode {got[0]}, {show(got[1])}")
 
 
 def test_json_is_agreed_when_offered(server):
@@ -95,7 +87,7 @@ def test_json_is_found_in_a_list_and_across_header_lines(server):
     for offer in ("Sec-WebSocket-Protocol: chat, json\r\n",
                   "Sec-WebSocket-Protocol: chat\r\nSec-WebSocket-Protocol: json\r\n"):
         client = Client(server, offer)
-        expect(PROTOCOL_LINE in client.response, f"offered {shown(offer)}",
+        expect(PROTOCOL_LINE in client.response, f"offered {show(offer)}",
                "a 101 with 'Sec-WebSocket-Protocol: json'", agreed(client.response))
 
 
