@@ -23,7 +23,7 @@ score line, "broadcast: 4 of 6". It exits 0 only with full marks.
 What a project's tests.py may define (the contract between this runner and
 each project):
 
-  TESTS = [(function, "BRIEF.md section 2, 'Order'"), ...]
+  TESTS = [(function, "BRIEF.md, check 2 of 'What the grader checks'"), ...]
       the checks, in order, each with the hint printed when it fails. Each
       function takes one argument: the running server (or what fixture yields).
       A check fails by raising test_steps.StepFailure (test_steps.expect()
