@@ -201,12 +201,12 @@ static int wait_until_ready(int fd, short events, int64_t deadline, int stop_fd)
  * many send calls that takes: the kernel may accept only part of what we hand
  * it. MSG_NOSIGNAL makes a write to a closed connection fail with EPIPE
  * instead of raising SIGPIPE, whose default action would end the whole
- * server. iov is used up. */
-static int send_all_tcp(int fd, struct iovec *iov, int iovcnt)
+ * server. flags may add MSG_MORE (send_frame()). iov is used up. */
+static int send_all_tcp(int fd, struct iovec *iov, int iovcnt, int flags)
 {
     while (iovcnt > 0) {
         struct msghdr message = {.msg_iov = iov, .msg_iovlen = (size_t)iovcnt};
-        ssize_t sent = sendmsg(fd, &message, MSG_NOSIGNAL);
+        ssize_t sent = sendmsg(fd, &message, MSG_NOSIGNAL | flags);
         if (sent < 0) {
             if (errno == EINTR)
                 continue;
@@ -292,18 +292,19 @@ static int send_all_tls(const struct ws_transport *transport, const struct iovec
 
 /* Sends every byte of the iovcnt buffers in iov. Returns 0, or -1 (EPIPE:
  * the connection is broken; ETIMEDOUT: the peer stopped reading). iov may
- * be used up. */
-static int send_all(const struct ws_transport *transport, struct iovec *iov, int iovcnt)
+ * be used up. flags is 0, or MSG_MORE: more is coming at once, and TCP may
+ * hold these bytes back to send them with it (TLS ignores it). */
+static int send_all(const struct ws_transport *transport, struct iovec *iov, int iovcnt, int flags)
 {
     if (transport->tls != NULL)
         return send_all_tls(transport, iov, iovcnt);
-    return send_all_tcp(transport->fd, iov, iovcnt);
+    return send_all_tcp(transport->fd, iov, iovcnt, flags);
 }
 
 static int send_bytes(const struct ws_transport *transport, const void *bytes, size_t length)
 {
     struct iovec iov = {.iov_base = (void *)bytes, .iov_len = length};
-    return send_all(transport, &iov, 1);
+    return send_all(transport, &iov, 1, 0);
 }
 
 /* Receives what has arrived, over TCP, without waiting (MSG_DONTWAIT). */
@@ -669,7 +670,7 @@ static int send_refusal(const struct ws_transport *transport, const struct ws_re
     /* A HEAD request gets the headers without the body (RFC 9110 §9.3.2). */
     bool is_head =
         request != NULL && request->method != NULL && strcmp(request->method, "HEAD") == 0;
-    return send_all(transport, iov, is_head ? 1 : 3);
+    return send_all(transport, iov, is_head ? 1 : 3, 0);
 }
 
 int ws_refuse(struct ws_transport *transport, const struct ws_request *request,
@@ -706,7 +707,7 @@ int ws_send_page(struct ws_transport *transport, const struct ws_request *reques
     };
     /* A HEAD request gets the headers without the body (RFC 9110 §9.3.2). */
     bool is_head = strcmp(request->method, "HEAD") == 0;
-    int result = send_all(transport, iov, is_head ? 3 : 4);
+    int result = send_all(transport, iov, is_head ? 3 : 4, 0);
     end_tcp_connection(transport);
     return result;
 }
@@ -1683,7 +1684,12 @@ static bool starts_compressed_message(const struct ws *ws, enum ws_opcode opcode
 
 /* Sends one unmasked frame (RFC 6455 §5.1: a server never masks), header and
  * payload in a single sendmsg() call. A frame that could not be sent whole
- * leaves the peer in the middle of a frame: the connection has failed. */
+ * leaves the peer in the middle of a frame: the connection has failed.
+ *
+ * A frame that does not end its message goes with MSG_MORE: the kernel may
+ * hold it back and send it with the next frame in one TCP segment, as it
+ * usually comes at once (the notifier echoes a large message 2 KiB at a time).
+ * When it does not, push_held_frames() sends it before we wait. */
 static int send_frame(struct ws *ws, bool fin, enum ws_opcode opcode, const void *payload,
                       size_t length)
 {
@@ -1701,7 +1707,7 @@ static int send_frame(struct ws *ws, bool fin, enum ws_opcode opcode, const void
                                         (opcode == WS_OPCODE_CONTINUATION && ws->sending_text));
     trace_frame(ws, ">>", &header, iov[0].iov_len, payload, length, text);
     size_t total = iov[0].iov_len + length;
-    if (send_all(&ws->transport, iov, length > 0 ? 2 : 1) != 0) {
+    if (send_all(&ws->transport, iov, length > 0 ? 2 : 1, fin ? 0 : MSG_MORE) != 0) {
         ws->state = WS_STATE_ABORTED;
         return -1;
     }
@@ -1885,12 +1891,25 @@ static int handle_deadline(struct ws *ws)
     return send_frame(ws, true, WS_OPCODE_PING, NULL, 0); /* RFC 6455 §5.5.2 */
 }
 
+/* In the middle of a message we send, its last frame went with MSG_MORE and
+ * may still be held in the kernel, waiting for the next one; and the client
+ * may be waiting for it before it sends more. So before we wait, we push it
+ * out: setting TCP_NODELAY, even when it is set already, sends whatever is
+ * held (tcp(7)). */
+static void push_held_frames(const struct ws *ws)
+{
+    int on = 1;
+    if (ws->sending_message && ws->transport.tls == NULL)
+        (void)setsockopt(ws->transport.fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+}
+
 /* Waits until the socket has something for recv() (bytes, or the error or
  * end of stream it will report) or the stop signal comes, acting on timers
  * on the way: the one place where a connection's thread sleeps. Returns 0,
  * or -1 when a timer failed the connection. */
 static int wait_for_bytes(struct ws *ws)
 {
+    push_held_frames(ws);
     if (has_buffered_bytes(&ws->transport))
         return 0; /* TLS has them already: the socket may have nothing more */
     for (;;) {

@@ -2965,6 +2965,79 @@ def test_the_trace_marks_compressed_frames(server):
                "a line '<< FIN=1 RSV=100 opcode=1 (text, compressed) ...'", show(said[-300:], 300))
 
 
+
+# ==== What a thread costs ===================================================
+
+@step_test("half-the-buffer")
+def test_a_5000_byte_message_comes_back_in_frames_of_at_most_2_KiB(server):
+    client = Client(server)
+    payload = os.urandom(5000)
+    client.send_frame(2, payload)
+    sizes, message, fin = [], b"", False
+    while not fin:
+        fin, opcode, piece = client.read_frame()
+        sizes.append(len(piece))
+        message += piece
+    client.close()
+    did = "sent 5,000 random bytes in one binary frame"
+    expect(message == payload, did, "the same 5,000 bytes back", f"{len(message):,} other bytes")
+    expect(max(sizes) <= 2048 and len(sizes) >= 3, did,
+           "at least 3 frames, none over 2,048 bytes (the notifier's buffer is 2 KiB)",
+           f"frames of {sizes} bytes")
+
+
+@step_test("frames-leave-together")
+def test_a_first_fragment_comes_back_at_once(server):
+    # Held back with MSG_MORE and never pushed, a frame leaves only when the
+    # kernel gives up waiting for more, about 200 ms later: the best of three
+    # tries tells that from a loaded machine.
+    times, payload = [], os.urandom(3000)
+    for _ in range(3):
+        client = Client(server)
+        started = time.monotonic()
+        client.send_frame(2, payload, fin=False)
+        got = b""
+        while len(got) < len(payload):
+            got += client.read_frame()[2]
+        times.append(time.monotonic() - started)
+        client.send_frame(0, b"end")
+        fin, opcode, piece = client.read_frame()
+        client.close()
+        expect(got == payload and fin and piece == b"end",
+               "sent the first 3,000 bytes of a binary message (FIN=0), then its last frame 'end'",
+               "the 3,000 bytes back, then 'end' with FIN=1", f"{len(got):,} bytes, then "
+               f"FIN={int(fin)} {show(piece)}")
+    expect(min(times) < 0.1,
+           "sent the first 3,000 bytes of a binary message (FIN=0), three times, and waited "
+           "for their echo before sending the rest",
+           "the echo within 100 ms at least once (a frame held back with MSG_MORE must be "
+           "pushed out before the server waits)",
+           ", ".join(f"{t * 1000:.0f} ms" for t in times))
+
+
+@step_test("spare-request-buffers")
+def test_two_hundred_handshakes_at_once_each_get_their_own_key(server):
+    for round_number in (1, 2):
+        keys = [base64.b64encode(os.urandom(16)).decode() for _ in range(200)]
+        connections = [server.connect() for _ in keys]
+        try:
+            for connection, key in zip(connections, keys):
+                connection.sendall(upgrade_request(key=key))
+            for number, (connection, key) in enumerate(zip(connections, keys)):
+                response = b""
+                while b"\r\n\r\n" not in response:
+                    chunk = connection.recv(4096)
+                    if not chunk:
+                        break
+                    response += chunk
+                accept = f"Sec-WebSocket-Accept: {expected_accept(key)}\r\n".encode()
+                expect(response.startswith(b"HTTP/1.1 101 ") and accept in response,
+                       f"round {round_number}: sent 200 handshakes at once, each with its own key",
+                       f"client {number + 1}: 101 with {show(accept)}", show(response, 200))
+        finally:
+            for connection in connections:
+                connection.close()
+
 def run_tests(tests, path, step, label, options=(), explain=None):
     """Runs each test against a fresh server at path (started with options),
     reports each one, and prints "N passed, N failed". tests are functions,

@@ -1,16 +1,19 @@
 #!/usr/bin/env python3
 """What one idle connection costs the server, and where the memory goes.
 
-Usage: python3 tutorial/tools/thread_cost.py [PATH/TO/server] [CONNECTIONS]
+Usage: python3 tutorial/tools/thread_cost.py [--crowd] [--log] [PATH/TO/server] [CONNECTIONS]
 
-Starts the server on a free loopback port, opens 50 connections to warm it
-up, reads its resident memory (VmRSS), then opens CONNECTIONS more (default
-2,000), each of which completes the handshake, echoes one 2-byte message and
-then waits. It reads the memory again, divides what it grew by CONNECTIONS,
-and splits it, from /proc/PID/smaps, into thread stacks (the mappings of
-THREAD_STACK_SIZE, 128 KiB, one per thread) and the rest (malloc's arenas:
-the heap). The server is stopped by its pid. Only Python's standard library
-is used; the chapter "What a thread costs" explains the figures.
+Starts the server on a free loopback port (with --quiet, unless --log),
+reads its resident memory (VmRSS), then opens CONNECTIONS (default 2,000),
+each of which completes the handshake, echoes one 2-byte message and then
+waits. It reads the memory again, divides what it grew by CONNECTIONS, and
+splits it, from /proc/PID/smaps, into thread stacks (the mappings of
+THREAD_STACK_SIZE, 128 KiB, one per thread), malloc's arenas (the other
+anonymous mappings), the main heap ([heap]) and the pages of libraries. The
+connections open one after another; with --crowd, all their handshakes are
+sent before any answer is read, as when a crowd of clients comes at once.
+The server is stopped by its pid. Only Python's standard library is used;
+the chapter "What a thread costs" explains the figures.
 """
 import os
 import re
@@ -28,10 +31,11 @@ def resident_kib(pid):
         return int(re.search(r"VmRSS:\s+(\d+) kB", status.read()).group(1))
 
 
-def stacks_and_rest(pid):
-    """(KiB resident in thread stacks, in how many, KiB resident elsewhere
-    in anonymous memory) from /proc/PID/smaps."""
-    stack_kib = stacks = other_kib = 0
+def resident_by_kind(pid):
+    """KiB resident in each kind of mapping, from /proc/PID/smaps, and how
+    many thread stacks there are."""
+    kib = {"stacks": 0, "arenas": 0, "heap": 0, "libraries": 0}
+    stacks = 0
     size = name = None
     with open(f"/proc/{pid}/smaps") as smaps:
         for line in smaps:
@@ -40,20 +44,31 @@ def stacks_and_rest(pid):
                 name = fields[5] if len(fields) > 5 else ""
             elif fields[0] == "Size:":
                 size = int(fields[1])
-            elif fields[0] == "Rss:" and name == "":
-                if size == STACK_KIB:
-                    stack_kib += int(fields[1])
+            elif fields[0] == "Rss:":
+                if name == "" and size == STACK_KIB:
+                    kind = "stacks"
                     stacks += 1
+                elif name == "":
+                    kind = "arenas"
+                elif name == "[heap]":
+                    kind = "heap"
+                elif name.startswith("/"):
+                    kind = "libraries"
                 else:
-                    other_kib += int(fields[1])
-    return stack_kib, stacks, other_kib
+                    continue
+                kib[kind] += int(fields[1])
+    return kib, stacks
 
 
-def open_connection(port):
+def send_handshake(port):
     connection = socket.create_connection(("127.0.0.1", port))
     connection.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
                        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                        b"Sec-WebSocket-Version: 13\r\n\r\n")
+    return connection
+
+
+def finish_connection(connection):
     response = b""
     while b"\r\n\r\n" not in response:
         response += connection.recv(4096)
@@ -66,26 +81,39 @@ def open_connection(port):
 
 
 def main():
-    server = sys.argv[1] if len(sys.argv) > 1 else "./server"
-    count = int(sys.argv[2]) if len(sys.argv) > 2 else 2000
+    arguments = sys.argv[1:]
+    crowd = "--crowd" in arguments
+    log = "--log" in arguments
+    arguments = [a for a in arguments if a not in ("--crowd", "--log")]
+    server = arguments[0] if arguments else "./server"
+    count = int(arguments[1]) if len(arguments) > 1 else 2000
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    process = subprocess.Popen([server, "--port", "0", "--quiet"], stdout=subprocess.PIPE)
+    command = [server, "--port", "0", "--max-connections", str(count + 100)]
+    process = subprocess.Popen(command + ([] if log else ["--quiet"]), stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL)
     port = int(process.stdout.readline().decode().rsplit(":", 1)[1].split()[0])
     try:
-        warm = [open_connection(port) for _ in range(50)]
         time.sleep(0.5)
         before = resident_kib(process.pid)
-        stack_before, _, other_before = stacks_and_rest(process.pid)
-        held = [open_connection(port) for _ in range(count)]
+        kinds_before, _ = resident_by_kind(process.pid)
+        if crowd:
+            held = [send_handshake(port) for _ in range(count)]
+            for connection in held:
+                finish_connection(connection)
+        else:
+            held = [finish_connection(send_handshake(port)) for _ in range(count)]
         time.sleep(1.5)
         after = resident_kib(process.pid)
-        stack_after, stacks, other_after = stacks_and_rest(process.pid)
+        kinds_after, stacks = resident_by_kind(process.pid)
         print(f"{count} idle connections: {(after - before) / count:.1f} KiB each")
-        print(f"  thread stacks: {(stack_after - stack_before) / count:.1f} KiB each "
-              f"({stack_after / stacks:.0f} KiB resident in each of {stacks} stacks)")
-        print(f"  the rest (malloc): {(other_after - other_before) / count:.1f} KiB each")
-        for connection in warm + held:
+        grown = {kind: (kinds_after[kind] - kinds_before[kind]) / count for kind in kinds_after}
+        print(f"  thread stacks: {grown['stacks']:.1f} KiB each "
+              f"({kinds_after['stacks'] / stacks:.0f} KiB resident in each of {stacks} stacks)")
+        print(f"  malloc: {grown['arenas']:.1f} KiB each in the threads' arenas, "
+              f"{grown['heap']:.1f} in the main heap")
+        print(f"  libraries: {grown['libraries']:.1f} KiB each")
+        for connection in held:
             connection.close()
     finally:
         process.terminate()
