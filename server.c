@@ -1075,9 +1075,10 @@ static long shut_down(const struct options *options)
 
 /* RFC 6455 §1.3's example: the key "dGhlIHNhbXBsZSBub25jZQ==" gives the
  * accept value "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=". Checked once, at start: if
- * libcrypto cannot compute it, no client could ever connect. It also loads
- * OpenSSL's SHA-1 (its code and tables) before the first client comes, and
- * not in the middle of the first handshakes. */
+ * ws_accept_key() gets it wrong (libcrypto broken, or a bug of ours), no
+ * client could ever connect. It also loads OpenSSL's SHA-1 (its code and
+ * tables) before the first client comes, not in the middle of the first
+ * handshakes. */
 static bool accept_key_works(void)
 {
     char accept[29];
@@ -1096,7 +1097,8 @@ int main(int argc, char **argv)
         return parsed > 0 ? EXIT_SUCCESS : 2;
 
     if (!accept_key_works()) {
-        fprintf(stderr, "server: libcrypto cannot compute the accept key of RFC 6455 §1.3\n");
+        fprintf(stderr, "server: ws_accept_key() does not give RFC 6455 §1.3's example "
+                        "(s3pPLMBiTxaQ9kYGzzhZRbK+xOo=): no client could connect\n");
         return EXIT_FAILURE;
     }
 

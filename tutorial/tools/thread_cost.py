@@ -1,17 +1,23 @@
 #!/usr/bin/env python3
 """What one idle connection costs the server, and where the memory goes.
 
-Usage: python3 tutorial/tools/thread_cost.py [--crowd] [--log] [PATH/TO/server] [CONNECTIONS]
+Usage: python3 tutorial/tools/thread_cost.py [--crowd | --loadgen] [--log] [PATH/TO/server]
+                                              [CONNECTIONS]
 
 Starts the server on a free loopback port (with --quiet, unless --log),
-reads its resident memory (VmRSS), then opens CONNECTIONS (default 2,000),
+opens 50 connections to warm it up (not with --loadgen, which counts what
+the first connections bring in too), reads its resident memory (VmRSS),
+then opens CONNECTIONS more (default 2,000),
 each of which completes the handshake, echoes one 2-byte message and then
 waits. It reads the memory again, divides what it grew by CONNECTIONS, and
 splits it, from /proc/PID/smaps, into thread stacks (the mappings of
 THREAD_STACK_SIZE, 128 KiB, one per thread), malloc's arenas (the other
 anonymous mappings), the main heap ([heap]) and the pages of libraries. The
 connections open one after another; with --crowd, all their handshakes are
-sent before any answer is read, as when a crowd of clients comes at once.
+sent before any answer is read, as when a crowd of clients comes at once;
+with --loadgen, bench/loadgen (make bench/loadgen) opens them as fast as it
+can and keeps them talking, each echoing a message every second, as in
+make bench's row of idle connections.
 The server is stopped by its pid. Only Python's standard library is used;
 the chapter "What a thread costs" explains the figures.
 """
@@ -24,6 +30,7 @@ import sys
 import time
 
 STACK_KIB = 128  # THREAD_STACK_SIZE in server.c
+LOADGEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "bench", "loadgen")
 
 
 def resident_kib(pid):
@@ -83,8 +90,9 @@ def finish_connection(connection):
 def main():
     arguments = sys.argv[1:]
     crowd = "--crowd" in arguments
+    loadgen = "--loadgen" in arguments
     log = "--log" in arguments
-    arguments = [a for a in arguments if a not in ("--crowd", "--log")]
+    arguments = [a for a in arguments if a not in ("--crowd", "--loadgen", "--log")]
     server = arguments[0] if arguments else "./server"
     count = int(arguments[1]) if len(arguments) > 1 else 2000
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -94,10 +102,17 @@ def main():
                                stderr=subprocess.DEVNULL)
     port = int(process.stdout.readline().decode().rsplit(":", 1)[1].split()[0])
     try:
+        warm = [] if loadgen else [finish_connection(send_handshake(port)) for _ in range(50)]
         time.sleep(0.5)
         before = resident_kib(process.pid)
         kinds_before, _ = resident_by_kind(process.pid)
-        if crowd:
+        held = []
+        if loadgen:
+            talking = subprocess.Popen([LOADGEN, "hold", "--port", str(port), "--connections",
+                                        str(count), "--threads", "2", "--seconds", "12"],
+                                       stdout=subprocess.DEVNULL)
+            time.sleep(8.5)  # then each connection has echoed a few messages
+        elif crowd:
             held = [send_handshake(port) for _ in range(count)]
             for connection in held:
                 finish_connection(connection)
@@ -113,8 +128,10 @@ def main():
         print(f"  malloc: {grown['arenas']:.1f} KiB each in the threads' arenas, "
               f"{grown['heap']:.1f} in the main heap")
         print(f"  libraries: {grown['libraries']:.1f} KiB each")
-        for connection in held:
+        for connection in warm + held:
             connection.close()
+        if loadgen:
+            talking.wait()
     finally:
         process.terminate()
         process.wait()
