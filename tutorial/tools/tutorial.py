@@ -242,10 +242,19 @@ BEFORE = os.path.join(BUILD, "propagate", "before")
 def save(step):
     """Rewrites step's patch from build/step(N-1) (laid out afresh in a
     scratch folder) to build/stepNN. The first save of a change also keeps
-    every patch as it was, in build/propagate/before, for propagate."""
+    every patch as it was, in build/propagate/before, for propagate; a save
+    of another step before that change is propagated is refused, as the
+    patches kept would no longer be what the later steps were."""
     folder = step_folder(step)
     if not os.path.isdir(folder):
         sys.exit(f"no {folder}: make step N={step.number} first, then edit it")
+    saved = os.path.join(BEFORE, "STEP")
+    if os.path.isfile(saved):
+        with open(saved) as text:
+            pending = int(text.read())
+        if pending != step.number:
+            sys.exit(f"step {pending} was saved and not carried forward yet: make propagate "
+                     f"N={pending} first (or remove {os.path.dirname(BEFORE)} to drop that)")
     with tempfile.TemporaryDirectory() as before:
         lay_sources(step.number - 1, before)
         patch = unified_diff(read_sources(before), read_sources(folder))
@@ -253,6 +262,8 @@ def save(step):
         os.makedirs(BEFORE)
         for s in series():
             shutil.copy(s.patch_path, BEFORE)
+        with open(saved, "w") as out:
+            out.write(str(step.number))
     with open(step.patch_path, "w") as out:
         out.write(patch)
     write_manifest(folder, step.number)  # the folder is the step again
