@@ -35,7 +35,7 @@ int notifier_handle(struct ws *ws)
 {
     /* The article's 4 KiB are on .NET's heap; ours are on the thread's stack,
      * where 4 KiB cost every idle connection a third page of memory and 2 KiB
-     * keep it to two (chapter "What a thread costs"). */
+     * keep it to two (chapter "Ten thousand at once"). */
     uint8_t buffer[1024 * 2];
     struct ws_receive_result receive_result;
     if (ws_receive(ws, buffer, sizeof buffer, &receive_result) != 0)

@@ -45,7 +45,7 @@
 #define SERVER_VERSION "0.3.0"
 
 /* Each thread gets this much stack instead of the 8 MiB default. Our deepest
- * call chain holds the notifier's 4 KiB buffer and the frames of libc and
+ * call chain holds the notifier's 2 KiB buffer and the frames of libc and
  * OpenSSL, far less than 128 KiB, while a thousand clients reserve 128 MiB of
  * address space rather than 8 GiB. (The request is on the heap: see
  * websocket_controller_get().) */
@@ -358,7 +358,7 @@ static int load_tls(struct options *options)
  * different threads never mix. writev() takes the two pieces where they are:
  * a copy of the line with its newline would put another 768 bytes on the
  * stack of every thread that logs, and fprintf() to stderr, which has no
- * buffer, 8 KiB (chapter "What a thread costs"). */
+ * buffer, 8 KiB (chapter "Ten thousand at once"). */
 static void write_line(const char *text)
 {
     struct iovec pieces[2] = {{.iov_base = (void *)text, .iov_len = strlen(text)},
@@ -368,9 +368,9 @@ static void write_line(const char *text)
 }
 
 /* Writes one line to stderr, unless --quiet: the time (UTC, to the
- * millisecond), then the message, cut at 512 bytes. Logging is the deepest
- * thing a connection's thread does, and a stack costs its deepest moment
- * (chapter "What a thread costs"): so the line is no longer than it needs
+ * millisecond), then the message, cut at 512 bytes. Logging is one of the
+ * deepest things a connection's thread does, and a stack costs its deepest
+ * moment (chapter "Ten thousand at once"): so the line is no longer than it needs
  * to be, and the milliseconds are written digit by digit, as "%03ld" would
  * take snprintf() down its deeper path for padding. */
 static void log_line(const struct options *options, const char *format, ...)
@@ -585,7 +585,7 @@ static int listen_on(const char *host, const char *port)
  * malloc(), a burst of handshakes leaves holes behind: the freed requests lie
  * between the small blocks that every connection keeps (struct ws, malloc's
  * cache for each thread), and the pages they touched stay in memory (1.2 KiB
- * per connection after 10,000 at once; chapter "What a thread costs").
+ * per connection after 10,000 at once; chapter "Ten thousand at once").
  * mmap() takes pages straight from the kernel, and munmap() gives every one
  * back. Both are system calls, so the buffers of the last MAX_SPARE_REQUESTS
  * handshakes are kept for the next ones, and most handshakes make none. */
@@ -622,7 +622,7 @@ static void give_back_request_buffer(struct ws_request *request)
         spare_requests[spare_request_count++] = request;
     pthread_mutex_unlock(&spare_requests_lock);
     if (!kept)
-        munmap(request, sizeof *request);
+        (void)munmap(request, sizeof *request); /* a whole mapping of ours: it cannot fail */
 }
 
 /* ==== Serving clients =================================================== */

@@ -1561,7 +1561,8 @@ static void trace_lines(const struct ws *ws, const char *prefix, const char *tex
 /* Sets the socket options every connection needs. Nagle's algorithm holds
  * back a small write until the previous one is acknowledged, to gather bytes
  * into fewer packets; we always send whole frames, each in one call, so
- * holding them back only adds delay (TCP_NODELAY). It is only an
+ * holding them back only adds delay (TCP_NODELAY). (Frames that we know
+ * come together, we send together on purpose: see send_frame().) It is only an
  * optimisation, and a socket that is not TCP (the tests' socketpairs) has no
  * such option, so its result is not checked. A peer that reads nothing for
  * two keep-alive intervals makes a send fail (SO_SNDTIMEO) rather than hold
@@ -1894,8 +1895,8 @@ static int handle_deadline(struct ws *ws)
 /* In the middle of a message we send, its last frame went with MSG_MORE and
  * may still be held in the kernel, waiting for the next one; and the client
  * may be waiting for it before it sends more. So before we wait, we push it
- * out: setting TCP_NODELAY, even when it is set already, sends whatever is
- * held (tcp(7)). */
+ * out: setting TCP_NODELAY sends whatever is held (tcp(7)), even when it is
+ * set already, as it is here (the step's test shows it). */
 static void push_held_frames(const struct ws *ws)
 {
     int on = 1;

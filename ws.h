@@ -327,7 +327,9 @@ int ws_receive(struct ws *ws, void *buf, size_t len, struct ws_receive_result *r
  * in the next ws_send(), whose frame will be a continuation frame. When
  * permessage-deflate was agreed, the bytes are compressed instead, and go out
  * in as many frames as their compressed form fills (perhaps none yet, for a
- * chunk that does not end the message). Returns 0, or -1: EPIPE once our
+ * chunk that does not end the message). A frame that does not end its
+ * message may wait in the kernel for the next one (MSG_MORE), until the next
+ * ws_send() or until ws_receive() waits. Returns 0, or -1: EPIPE once our
  * close frame is sent, EINVAL for WS_MESSAGE_CLOSE. */
 int ws_send(struct ws *ws, const void *buf, size_t len, enum ws_message_type type,
             bool end_of_message);
