@@ -150,6 +150,18 @@ def read_until_closed(connection):
         data += chunk
 
 
+def read_head(connection):
+    """What the server sent up to and including the blank line that ends an
+    HTTP head, or less if it closed the connection first."""
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = connection.recv(4096)
+        if not chunk:
+            break
+        head += chunk
+    return head
+
+
 def http_exchange(server, request):
     connection = server.connect()
     connection.sendall(request)
@@ -1817,13 +1829,7 @@ def r11_handshake(server, extra_headers=""):
     connection (still open, unless the server closed it) and the head."""
     connection = server.connect()
     connection.sendall(upgrade_request(extra_headers=extra_headers))
-    response = b""
-    while b"\r\n\r\n" not in response:
-        chunk = connection.recv(4096)
-        if not chunk:
-            break
-        response += chunk
-    return connection, response
+    return connection, read_head(connection)
 
 
 def r11_read_frames(client, until_fin):
@@ -3024,12 +3030,7 @@ def test_two_hundred_handshakes_at_once_each_get_their_own_key(server):
             for connection, key in zip(connections, keys):
                 connection.sendall(upgrade_request(key=key))
             for number, (connection, key) in enumerate(zip(connections, keys)):
-                response = b""
-                while b"\r\n\r\n" not in response:
-                    chunk = connection.recv(4096)
-                    if not chunk:
-                        break
-                    response += chunk
+                response = read_head(connection)
                 accept = f"Sec-WebSocket-Accept: {expected_accept(key)}\r\n".encode()
                 expect(response.startswith(b"HTTP/1.1 101 ") and accept in response,
                        f"round {round_number}: sent 200 handshakes at once, each with its own key",
