@@ -7,19 +7,20 @@ Usage: python3 tutorial/tools/thread_cost.py [--crowd | --loadgen] [--log] [PATH
 Starts the server on a free loopback port (with --quiet, unless --log),
 opens 50 connections to warm it up (not with --loadgen, which counts what
 the first connections bring in too), reads its resident memory (VmRSS),
-then opens CONNECTIONS more (default 2,000),
-each of which completes the handshake, echoes one 2-byte message and then
-waits. It reads the memory again, divides what it grew by CONNECTIONS, and
-splits it, from /proc/PID/smaps, into thread stacks (the mappings of
-THREAD_STACK_SIZE, 128 KiB, one per thread), malloc's arenas (the other
-anonymous mappings), the main heap ([heap]) and the pages of libraries. The
-connections open one after another; with --crowd, all their handshakes are
-sent before any answer is read, as when a crowd of clients comes at once;
-with --loadgen, bench/loadgen (make bench/loadgen) opens them as fast as it
-can and keeps them talking, each echoing a message every second, as in
-make bench's row of idle connections.
-The server is stopped by its pid. Only Python's standard library is used;
-the chapter "What a thread costs" explains the figures.
+then opens CONNECTIONS more (default 2,000), each of which completes the
+handshake, echoes one 2-byte message and then waits. It reads the memory
+again, divides what it grew by CONNECTIONS, and splits it, from
+/proc/PID/smaps, into thread stacks (the mappings of THREAD_STACK_SIZE,
+128 KiB, one per thread), malloc's arenas (every other anonymous mapping,
+so the server's spare request buffers too), the main heap ([heap]) and the
+pages of libraries. The connections open one after another; with --crowd,
+all their handshakes are sent before any answer is read, as when a crowd
+of clients comes at once; with --loadgen, bench/loadgen (make
+bench/loadgen) opens them as fast as it can and keeps them talking, each
+echoing a message every second, as in make bench's row of idle
+connections. The server is stopped by its pid. Only Python's standard
+library is used; the chapters "What a thread costs" and "Ten thousand at
+once" explain the figures.
 """
 import os
 import re
