@@ -3039,6 +3039,31 @@ def test_two_hundred_handshakes_at_once_each_get_their_own_key(server):
             for connection in connections:
                 connection.close()
 
+
+@step_test("clean-close-ends-at-once")
+def test_a_clean_close_ends_the_connection_while_the_client_keeps_its_socket(server):
+    # Once both close frames have crossed, the client may send nothing more
+    # (RFC 6455 section 5.5.1): the server's thread ends at once. Lingering, it
+    # would wait up to 2 s for the client's end-of-file.
+    with r11_server(server) as own:
+        client = Client(own)
+        port = client.connection.getsockname()[1]
+        client.send_frame(8, close_frame(1000, b"bye"))
+        client.expect_close(1000)
+        started = time.monotonic()
+        line = f"close 127.0.0.1:{port} thread 1: code 1000"
+        found = r11_wait_for(lambda: line in own.log(), 1.5)
+        waited = time.monotonic() - started
+        client.close()
+        expect(found and waited < 1,
+               "closed with 1000 'bye', read the server's close frame and its end-of-file, "
+               "and kept the socket open",
+               f"the log line '... {line} ...' within 1 s",
+               f"it came after {waited:.1f} s" if found else
+               (f"nothing like it in 1.5 s: {show(own.log(), 300)}" if own.log()
+                else "nothing on stderr in 1.5 s"))
+
+
 def run_tests(tests, path, step, label, options=(), explain=None):
     """Runs each test against a fresh server at path (started with options),
     reports each one, and prints "N passed, N failed". tests are functions,
