@@ -105,6 +105,10 @@ struct ws {
     int64_t close_deadline;
     int64_t last_heard;
     int64_t ping_sent_at;
+    /* When we sent a ping that no pong has answered yet (0: none). Other
+     * bytes do not clear it, as they do ping_sent_at: see
+     * end_closed_connection(). */
+    int64_t pong_awaited_since;
 
     struct ws_transport transport; /* TCP, or TLS over TCP */
 
@@ -388,21 +392,6 @@ static void end_tcp_connection(const struct ws_transport *transport)
         if (received == 0 || (received < 0 && errno != EAGAIN && errno != EINTR))
             return;
     }
-}
-
-/* Ends a connection whose closing handshake is complete. After its close
- * frame the peer sends no more data (RFC 6455 §5.5.1), and we have read up to
- * that frame, so no unread byte is left to turn close() into a reset: our
- * end-of-file goes out, and there is nothing to wait for. Waiting anyway cost
- * each connection a wakeup and two system calls (chapter "Ten thousand at
- * once"). Over TLS the peer still answers our close_notify, so there we
- * linger as end_tcp_connection() does. */
-static void end_closed_connection(const struct ws_transport *transport)
-{
-    if (transport->tls != NULL)
-        end_tcp_connection(transport);
-    else
-        shutdown(transport->fd, SHUT_WR);
 }
 
 void ws_transport_init(struct ws_transport *transport, int fd)
@@ -1904,6 +1893,7 @@ static int handle_deadline(struct ws *ws)
     if (ws->ping_sent_at > 0)
         return fail_connection(ws, WS_CLOSE_GOING_AWAY, "no answer to ping");
     ws->ping_sent_at = now_milliseconds();
+    ws->pong_awaited_since = ws->ping_sent_at;
     return send_frame(ws, true, WS_OPCODE_PING, NULL, 0); /* RFC 6455 §5.5.2 */
 }
 
@@ -2157,6 +2147,8 @@ static int handle_control_frame(struct ws *ws, const struct ws_frame_header *hea
     trace_frame(ws, "<<", header, header_size, payload, length, false);
     if (header->opcode == WS_OPCODE_CLOSE)
         return receive_close_frame(ws, payload, length);
+    if (header->opcode == WS_OPCODE_PONG)
+        ws->pong_awaited_since = 0;
     /* §5.5.1 forbids only data frames after our close frame; sending no
      * pong after it either is our choice: the peer is closing anyway. */
     if (header->opcode == WS_OPCODE_PING && !close_was_sent(ws))
@@ -2477,6 +2469,23 @@ int ws_receive(struct ws *ws, void *buf, size_t len, struct ws_receive_result *r
 
 /* ---- Closing ----------------------------------------------------------- */
 
+/* Ends a connection whose closing handshake is complete: "The server MUST
+ * close the underlying TCP connection immediately" (RFC 6455 §5.5.1). The
+ * peer sends no data after its close frame (§5.5.1), and we have read up to
+ * that frame, so no unread byte is left to turn close() into a reset: our
+ * end-of-file goes out, and waiting for the peer's would only cost the thread
+ * one more wakeup (chapter "Ten thousand at once"). Two things may still come,
+ * and then we linger as end_tcp_connection() does: a pong, when our ping
+ * crossed the peer's close frame (a peer that has not received our close
+ * frame must answer a ping, §5.5.2), and over TLS, the peer's close_notify. */
+static void end_closed_connection(const struct ws *ws)
+{
+    if (ws->pong_awaited_since > 0 || ws->transport.tls != NULL)
+        end_tcp_connection(&ws->transport);
+    else
+        (void)shutdown(ws->transport.fd, SHUT_WR); /* fails only if the peer is gone already */
+}
+
 int ws_close(struct ws *ws, enum ws_close_status status, const char *description)
 {
     if (ws->state == WS_STATE_ABORTED) {
@@ -2487,7 +2496,7 @@ int ws_close(struct ws *ws, enum ws_close_status status, const char *description
         return -1;
     if (!close_was_received(ws) && wait_for_close_frame(ws) != 0)
         return -1;
-    end_closed_connection(&ws->transport);
+    end_closed_connection(ws);
     return 0;
 }
 
