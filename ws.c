@@ -1901,7 +1901,7 @@ static int handle_deadline(struct ws *ws)
  * may still be held in the kernel, waiting for the next one; and the client
  * may be waiting for it before it sends more. So before we wait, we push it
  * out: setting TCP_NODELAY sends whatever is held (tcp(7)), even when it is
- * set already, as it is here (the step's test shows it). */
+ * set already, as it is here (chapter "Ten thousand at once" tests it). */
 static void push_held_frames(const struct ws *ws)
 {
     int on = 1;
