@@ -2971,8 +2971,7 @@ def test_the_trace_marks_compressed_frames(server):
                "a line '<< FIN=1 RSV=100 opcode=1 (text, compressed) ...'", show(said[-300:], 300))
 
 
-
-# ==== What a thread costs ===================================================
+# ==== Ten thousand at once ==================================================
 
 @step_test("half-the-buffer")
 def test_a_5000_byte_message_comes_back_in_frames_of_at_most_2_KiB(server):
